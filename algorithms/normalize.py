@@ -1,0 +1,69 @@
+"""Running mean/variance statistics for observation normalisation and return-based reward scaling.
+
+Pure functions over a pytree, so the statistics live in the training state and are checkpointed with it.
+"""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+CLIP = 10.0
+EPS = 1e-8
+
+
+@struct.dataclass
+class RunningStats:
+  mean: chex.Array
+  var: chex.Array
+  count: chex.Array
+
+
+def init(shape=()) -> RunningStats:
+  return RunningStats(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.asarray(1e-4, jnp.float32))
+
+
+def update(stats: RunningStats, x: chex.Array, weight: chex.Array | None = None) -> RunningStats:
+  """Merges a batch `x` [B, *shape] (optionally weighted [B]) with Chan et al.'s parallel variance formula."""
+  x = x.astype(jnp.float32)
+  w = jnp.ones(x.shape[:1], jnp.float32) if weight is None else weight.astype(jnp.float32)
+  wx = w.reshape((-1,) + (1,) * (x.ndim - 1))
+  n = jnp.sum(w)
+  safe_n = jnp.maximum(n, 1.0)
+  batch_mean = jnp.sum(wx * x, axis=0) / safe_n
+  batch_var = jnp.sum(wx * (x - batch_mean) ** 2, axis=0) / safe_n
+  total = stats.count + n
+  delta = batch_mean - stats.mean
+  mean = stats.mean + delta * n / total
+  m2 = stats.var * stats.count + batch_var * n + delta**2 * stats.count * n / total
+  return RunningStats(mean, m2 / total, total)
+
+
+def normalize(stats: RunningStats, x: chex.Array) -> chex.Array:
+  return jnp.clip((x.astype(jnp.float32) - stats.mean) / jnp.sqrt(stats.var + EPS), -CLIP, CLIP)
+
+
+def scale_rewards(stats: RunningStats, returns: chex.Array, r_t: chex.Array, done_t: chex.Array,
+                  mask_t: chex.Array, gamma: float) -> tuple[chex.Array, RunningStats, chex.Array]:
+  """Return-based reward scaling (as baselines' VecNormalize): r_t / std(R), R_t = gamma R_{t-1} + r_t.
+
+  Args:
+    stats: running statistics of the discounted return R.
+    returns: R per env [N] carried over from the previous rollout.
+    r_t, done_t, mask_t: [T, N]; done_t ends R after step t; steps with mask 0 (auto-reset) are not counted.
+    gamma: discount of R.
+
+  Returns:
+    (scaled rewards [T, N] clipped to +-10, new stats, new returns [N]).
+  """
+  def step(carry, xs):
+    stats, ret = carry
+    r, done, m = xs
+    ret = ret * gamma + r
+    stats = update(stats, ret, m)
+    scaled = jnp.clip(r / jnp.sqrt(stats.var + EPS), -CLIP, CLIP)
+    return (stats, ret * (1.0 - done)), scaled
+
+  (stats, returns), scaled = jax.lax.scan(step, (stats, returns), (r_t, done_t, mask_t))
+  return scaled, stats, returns

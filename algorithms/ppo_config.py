@@ -1,0 +1,90 @@
+"""PPO configuration: one frozen dataclass, every field documented (it is the `--help` text)."""
+from __future__ import annotations
+
+import dataclasses
+
+from algorithms.config import ConfigError, RunConfig, check_positive, check_range, flag
+
+# Per-family defaults: the reproduced PARL settings (shared/REFERENCE.md) for Atari and MuJoCo; CleanRL's for classic.
+FAMILY_DEFAULTS = {
+    "atari": dict(total_timesteps=10_000_000, num_envs=8, num_steps=128, num_minibatches=4, update_epochs=4,
+                  learning_rate=2.5e-4, clip_coef=0.1, ent_coef=0.01, normalize_obs=False, normalize_reward=False),
+    "mujoco": dict(total_timesteps=1_000_000, num_envs=1, num_steps=2048, num_minibatches=32, update_epochs=10,
+                   learning_rate=3e-4, clip_coef=0.2, ent_coef=0.0, normalize_obs=True, normalize_reward=True),
+    "classic": dict(total_timesteps=500_000, num_envs=4, num_steps=128, num_minibatches=4, update_epochs=4,
+                    learning_rate=2.5e-4, clip_coef=0.2, ent_coef=0.01, normalize_obs=False, normalize_reward=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig(RunConfig):
+  """Proximal Policy Optimization (Schulman et al. 2017) on envpool."""
+  num_steps: int | None = None
+  """Steps per env per rollout (default: Atari 128, MuJoCo 2048, classic 128)."""
+  num_minibatches: int | None = None
+  """Minibatches per epoch; must divide num_envs * num_steps (default: Atari 4, MuJoCo 32, classic 4)."""
+  update_epochs: int | None = None
+  """Epochs over each rollout (default: Atari 4, MuJoCo 10, classic 4)."""
+  learning_rate: float | None = None
+  """Adam learning rate (default: Atari 2.5e-4, MuJoCo 3e-4, classic 2.5e-4)."""
+  anneal_lr: bool = True
+  """Decay the learning rate linearly to 0 over the run."""
+  adam_eps: float = 1e-5
+  """Adam epsilon."""
+  gamma: float = 0.99
+  """Discount factor."""
+  gae_lambda: float = 0.95
+  """GAE lambda."""
+  clip_coef: float | None = None
+  """Surrogate clipping epsilon, also used for the value clip (default: Atari 0.1, MuJoCo 0.2, classic 0.2)."""
+  clip_vloss: bool = True
+  """Clip the value loss around the rollout's values."""
+  norm_adv: bool = True
+  """Normalise advantages per minibatch."""
+  ent_coef: float | None = None
+  """Entropy bonus coefficient (default: Atari 0.01, MuJoCo 0.0, classic 0.01)."""
+  vf_coef: float = 0.5
+  """Value loss coefficient."""
+  max_grad_norm: float = 0.5
+  """Global gradient-norm clip."""
+  normalize_obs: bool | None = None
+  """Running observation normalisation, clipped to +-10 (default: on for MuJoCo only)."""
+  normalize_reward: bool | None = None
+  """Return-based reward scaling, clipped to +-10 (default: on for MuJoCo only)."""
+  scan_unroll: int | None = None
+  """Unroll factor of the epoch and minibatch scans (default: fully unrolled for conv nets on CPU, where XLA runs a
+  rolled conv gradient step ~12x slower; 1 elsewhere)."""
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_positive(self, "num_steps", "num_minibatches", "update_epochs", "learning_rate", "adam_eps", "clip_coef",
+                   "max_grad_norm", "scan_unroll")
+    check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
+    check_range(self, "gamma", 0.0, 1.0)
+    check_range(self, "gae_lambda", 0.0, 1.0)
+
+  def resolve(self, family: str, network: str) -> "PPOConfig":
+    """Fills family defaults and checks the invariants that need them."""
+    fill = {k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None}
+    if self.network is None:
+      fill["network"] = network
+    cfg = dataclasses.replace(self, **fill)
+    if cfg.batch_size % cfg.num_minibatches:
+      raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide the batch "
+                        f"(--num-envs {cfg.num_envs} x --num-steps {cfg.num_steps} = {cfg.batch_size})")
+    if cfg.total_timesteps < cfg.batch_size:
+      raise ConfigError(f"--total-timesteps {cfg.total_timesteps} is less than one rollout "
+                        f"(--num-envs x --num-steps = {cfg.batch_size})")
+    return cfg
+
+  @property
+  def batch_size(self) -> int:
+    return self.num_envs * self.num_steps
+
+  @property
+  def minibatch_size(self) -> int:
+    return self.batch_size // self.num_minibatches
+
+  @property
+  def num_updates(self) -> int:
+    return self.total_timesteps // self.batch_size

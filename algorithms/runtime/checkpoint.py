@@ -1,0 +1,56 @@
+"""orbax checkpoints of a training-state pytree plus a small JSON of host-side progress (episode window, timers).
+
+A checkpoint is written synchronously and atomically by orbax (a temporary directory renamed when complete), so a
+kill loses at most the work since the last one and never leaves a half-written latest step behind.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from algorithms.runtime.cli import UsageError
+
+DIR = "checkpoints"
+
+
+class Checkpointer:
+  def __init__(self, run_dir: str, keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(run_dir, DIR))
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def save(self, step: int, state, meta: dict) -> None:
+    state = jax.device_get(state)
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def restore(self, template, step: int | None = None):
+    """Restores (state, meta) shaped like `template`. UsageError when missing, corrupt or incompatible."""
+    step = self._manager.latest_step() if step is None else step
+    if step is None:
+      raise UsageError(f"no checkpoint in {self.directory}: nothing to resume")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.device_get(template))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                     meta=ocp.args.JsonRestore()))
+    except Exception as e:  # orbax raises many types for unreadable or mismatched trees
+      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+      raise UsageError(f"checkpoint {step} in {self.directory} is corrupt or incompatible with this config: "
+                       f"{reason}") from None
+    state = restored["state"]
+    want, got = jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree_util.tree_flatten_with_path(state)[0]
+    for (path, a), (_, b) in zip(want, got):
+      if tuple(a.shape) != tuple(np.shape(b)):
+        raise UsageError(f"checkpoint {step} in {self.directory} does not fit this config: "
+                         f"{jax.tree_util.keystr(path)} has shape {np.shape(b)}, expected {tuple(a.shape)}")
+    return state, restored["meta"], step
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,70 @@
+"""Command-line parsing with one-line usage errors.
+
+Every error a user can cause ends as `error: <what to change>` on stderr and exit code 2, with no traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from typing import Callable, TypeVar
+
+import tyro
+
+T = TypeVar("T")
+
+
+class UsageError(Exception):
+  """An error the user can fix by changing a flag, an env id, a path or a checkpoint."""
+
+
+def fail(message: str) -> "NoReturn":  # noqa: F821
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(2)
+
+
+def _one_line(tyro_text: str) -> str:
+  """Condenses tyro's boxed error report to its first sentence."""
+  lines = [re.sub(r"^[\s│╭╰─]+|[\s│╮╯─]+$", "", l) for l in tyro_text.splitlines()]
+  body, started = [], False
+  for line in lines:
+    if not line or set(line) <= {"─"}:
+      if started:
+        break
+      continue
+    if line.endswith("error") and not started:  # the box title, e.g. "Value error"
+      continue
+    started = True
+    body.append(line)
+  return " ".join(body) or "invalid arguments (see --help)"
+
+
+def parse(config_cls: type[T], argv: list[str] | None, description: str) -> T:
+  """Parses argv into `config_cls`; `--help` prints every field's docstring. Bad flags exit 2 with one line."""
+  from algorithms.config import ConfigError
+  args = sys.argv[1:] if argv is None else argv
+  if any(a in ("-h", "--help") for a in args):
+    return tyro.cli(config_cls, args=args, description=description)
+  buf = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(buf), contextlib.redirect_stdout(buf):
+      return tyro.cli(config_cls, args=args, description=description)
+  except ConfigError as e:
+    fail(str(e))
+  except SystemExit as e:
+    if e.code in (0, None):
+      raise
+    fail(_one_line(buf.getvalue()))
+
+
+def main_guard(main: Callable[..., int | None]) -> Callable[..., int | None]:
+  """Turns UsageError and ConfigError raised anywhere in `main` into one line and exit 2."""
+  from algorithms.config import ConfigError
+
+  def wrapped(*args, **kwargs):
+    try:
+      return main(*args, **kwargs)
+    except (UsageError, ConfigError) as e:
+      fail(str(e))
+  return wrapped

@@ -1,0 +1,53 @@
+"""Run directories: `config.json`, `progress.csv`, TensorBoard events, `checkpoints/`.
+
+An existing run directory is never overwritten unless `--overwrite` is given; `--resume` reopens one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+from algorithms.runtime.cli import UsageError
+
+CONFIG = "config.json"
+
+
+def default_run_dir(env: str, algo: str, seed: int) -> str:
+  return os.path.join("runs", f"{env}__{algo}__seed{seed}__{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def check_new_run_dir(path: str, overwrite: bool) -> None:
+  """Raises UsageError if `path` holds anything and --overwrite is not given. Writes nothing."""
+  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)) and not overwrite:
+    raise UsageError(f"run directory {path} already exists: pass --resume {path} to continue it, "
+                     f"--overwrite to replace it, or another --run-dir")
+
+
+def create_run_dir(path: str, config, overwrite: bool) -> None:
+  if overwrite and os.path.exists(path):
+    shutil.rmtree(path)
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, CONFIG), "w") as f:
+    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+
+
+def load_config(path: str, config_cls: type, algo_field_check: str | None = None):
+  """Reads a run directory's config.json into `config_cls`; UsageError if it is not a run directory of that kind."""
+  cfg_path = os.path.join(path, CONFIG)
+  if not os.path.isdir(path):
+    raise UsageError(f"--resume {path}: no such run directory")
+  if not os.path.isfile(cfg_path):
+    raise UsageError(f"--resume {path}: not a run directory (no {CONFIG})")
+  try:
+    with open(cfg_path) as f:
+      data = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise UsageError(f"--resume {path}: unreadable {CONFIG} ({e})") from None
+  names = {f.name for f in dataclasses.fields(config_cls)}
+  unknown = sorted(set(data) - names)
+  if unknown or (algo_field_check and algo_field_check not in data):
+    raise UsageError(f"--resume {path}: {CONFIG} is not a {config_cls.__name__} (fields {unknown or 'missing'})")
+  return config_cls(**data)

@@ -1,0 +1,153 @@
+"""The run harness every trainer shares: set-up from flags or a resumed run, logging cadence, evaluation,
+checkpoints, interruption and non-finite losses. Host-side and stateful by design; the learners stay pure.
+
+This is the only part of `algorithms/` that touches the env side (to resolve ids and to evaluate).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+import networks
+from algorithms.config import RunConfig, flag
+from algorithms.runtime import rundir
+from algorithms.runtime.checkpoint import Checkpointer
+from algorithms.runtime.cli import UsageError
+from algorithms.runtime.logger import RunLogger
+from envs import EpisodeTracker, UnknownEnvError, resolve_env
+from envs.rollout import evaluate
+
+BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_length", "episodes", "eval_return"]
+_RESUME_KEEPS = ("resume", "progress", "track")
+
+
+@dataclasses.dataclass
+class Setup:
+  config: Any
+  spec: Any
+  network: Any
+  resuming: bool
+
+  def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
+    return Run(self, init_fn, fieldnames)
+
+
+def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
+  """Validates everything a user can get wrong before anything is written."""
+  resuming = config.resume is not None
+  if resuming:
+    changed = [flag(f.name) for f in dataclasses.fields(config_cls)
+               if f.name not in _RESUME_KEEPS and getattr(config, f.name) != f.default]
+    if changed:
+      raise UsageError(f"--resume continues with the run's saved config: drop {', '.join(changed)}")
+    saved = rundir.load_config(config.resume, config_cls)
+    config = dataclasses.replace(saved, resume=config.resume, run_dir=config.resume, progress=config.progress,
+                                 track=config.track, overwrite=False)
+  try:
+    spec = resolve_env(config.env)
+  except UnknownEnvError as e:
+    raise UsageError(str(e)) from None
+  name = config.network or networks.default_network(spec.discrete, spec.image_obs)
+  try:
+    network = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs,
+                                    action_dim=spec.action_dim)
+  except networks.NetworkError as e:
+    raise UsageError(str(e)) from None
+  config = config.resolve(spec.family, name)
+  if config.run_dir is None:
+    config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
+  if not resuming:
+    rundir.check_new_run_dir(config.run_dir, config.overwrite)
+  return Setup(config, spec, network, resuming)
+
+
+class Run:
+  """Owns the run directory's sinks and the logging, evaluation and checkpoint cadence."""
+
+  def __init__(self, setup: Setup, init_fn, fieldnames: list[str]):
+    cfg = self.config = setup.config
+    self.spec = setup.spec
+    state = init_fn(jax.random.PRNGKey(cfg.seed))
+    self.tracker = EpisodeTracker(cfg.num_envs)
+    meta = {}
+    self.start_step = 0
+    if setup.resuming:
+      self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
+      restored, meta, self.start_step = self.checkpointer.restore(state)
+      state = jax.device_put(restored)
+      self.tracker.load_state_dict(meta.get("episodes", {}))
+      print(f"resuming {cfg.run_dir} from step {self.start_step}", file=sys.stderr)
+    else:
+      rundir.create_run_dir(cfg.run_dir, dataclasses.replace(cfg, resume=None, overwrite=False), cfg.overwrite)
+      self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
+    self.state = state
+    self.eval_every = cfg.eval_every if cfg.eval_every is not None else max(cfg.total_timesteps // 20, 1)
+    self.ckpt_every = cfg.checkpoint_every or max(cfg.total_timesteps // 20, 1)
+    self.walltime0 = float(meta.get("walltime", 0.0))
+    self.t0 = self.t_last = time.time()
+    self.step_last = self.start_step
+    self.last_eval = None
+    self.logger = RunLogger(cfg.run_dir, fieldnames, total_steps=cfg.total_timesteps, start_step=self.start_step,
+                            config=dataclasses.asdict(cfg), track=cfg.track, wandb_project=cfg.wandb_project,
+                            progress=cfg.progress)
+
+  def walltime(self) -> float:
+    return self.walltime0 + time.time() - self.t0
+
+  def _crossed(self, step: int, every: int) -> bool:
+    return every > 0 and step // every > self.step_last // every
+
+  def evaluate(self, step: int, policy: Callable) -> float:
+    results = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.config.seed + 100_000 + step)
+    self.last_eval = float(np.mean([r for r, _ in results]))
+    return self.last_eval
+
+  def step(self, step: int, state, metrics: dict, policy: Callable, final: bool = False) -> None:
+    """Logs one row at `step`; evaluates and checkpoints when their intervals are crossed, and at the end."""
+    now = time.time()
+    sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
+    eval_return = None
+    if self.eval_every > 0 and (final or self._crossed(step, self.eval_every)):
+      eval_return = self.evaluate(step, policy)
+    row = dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1),
+               episode_return=self.tracker.mean_return(), episode_length=self.tracker.mean_length(),
+               episodes=self.tracker.episodes, eval_return=eval_return, **metrics)
+    self.logger.log(row)
+    if final or self._crossed(step, self.ckpt_every):
+      self.save(step, state)
+    self.state, self.step_last, self.t_last = state, step, time.time()
+
+  def save(self, step: int, state) -> None:
+    meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime())
+    self.checkpointer.save(step, state, meta)
+
+  def stop_non_finite(self, step: int, metrics: dict) -> int:
+    bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.isfinite(v))
+    last = max(self.checkpointer.steps(), default=None)
+    self.close()
+    print(f"error: non-finite loss at step {step} ({bad}); training stopped, last good checkpoint: "
+          f"{last if last is not None else 'none'} in {self.checkpointer.directory}", file=sys.stderr)
+    return 1
+
+  def interrupted(self, state) -> None:
+    step = int(jax.device_get(state.global_step))
+    if step > 0 and step not in self.checkpointer.steps():
+      self.save(step, state)
+    self.close()
+    print(f"interrupted: checkpoint at step {step}; continue with --resume {self.config.run_dir}", file=sys.stderr)
+
+  def finish(self, state, policy: Callable) -> None:
+    self.close()
+    ret, ev = self.tracker.mean_return(), self.last_eval
+    print(f"done: {self.config.total_timesteps} steps in {self.walltime():.0f}s, episode_return {ret:.2f}, "
+          f"eval_return {ev if ev is None else round(ev, 2)}, run dir {self.config.run_dir}")
+
+  def close(self) -> None:
+    self.logger.close()
+    self.checkpointer.close()

@@ -1,0 +1,74 @@
+"""Episode bookkeeping shared by every acting loop (host-side NumPy, not jitted).
+
+envpool conventions this module relies on (checked in tests/test_envs.py):
+  * `info["reward"]` is the raw game reward on Atari, before clipping;
+  * with episodic life, `terminated` is also True on a lost life, while `info["terminated"]` is True only at game over;
+  * the step after any `terminated or truncated` is an auto-reset step: its action is ignored, its reward is 0 and
+    it returns the first observation of the next episode (or of the next life).
+"""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+
+def derive_flags(terminated, truncated, info, max_episode_steps: int):
+  """Returns (terminated, truncated) as bool arrays, with truncation also derived from the step count.
+
+  NOTE: envpool has been seen to report done with neither flag set (envpool #239); an episode that reached the time
+  limit is a truncation whatever the flags say, so it bootstraps.
+  """
+  terminated = np.asarray(terminated, dtype=bool)
+  truncated = np.asarray(truncated, dtype=bool)
+  if "elapsed_step" in info:
+    truncated = truncated | (np.asarray(info["elapsed_step"]) >= max_episode_steps)
+  return terminated & ~truncated, truncated
+
+
+class EpisodeTracker:
+  """Raw returns and lengths of whole games, for N envs, with a window of the last `window` finished games.
+
+  A game ends at game over (not at a lost life) or at truncation; statistics are reset in both cases.
+  """
+
+  def __init__(self, num_envs: int, window: int = 100):
+    self.returns = np.zeros(num_envs, np.float64)
+    self.lengths = np.zeros(num_envs, np.int64)
+    self.recent_returns: collections.deque = collections.deque(maxlen=window)
+    self.recent_lengths: collections.deque = collections.deque(maxlen=window)
+    self.episodes = 0
+
+  def update(self, reward, terminated, truncated, info, reset_step) -> list[tuple[int, float, int]]:
+    """Adds one env step; returns (env index, raw return, length) of each game that ended.
+
+    `reset_step` marks auto-reset steps, which are not counted as agent steps.
+    """
+    raw = np.asarray(info.get("reward", reward), np.float64)
+    game_over = np.asarray(info["terminated"], bool) if "terminated" in info else np.asarray(terminated, bool)
+    self.returns += raw
+    self.lengths += ~np.asarray(reset_step, bool)
+    done = game_over | np.asarray(truncated, bool)
+    finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(done)]
+    for _, ret, length in finished:
+      self.recent_returns.append(ret)
+      self.recent_lengths.append(length)
+    self.episodes += len(finished)
+    self.returns[done] = 0.0
+    self.lengths[done] = 0
+    return finished
+
+  def mean_return(self) -> float:
+    return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+
+  def mean_length(self) -> float:
+    return float(np.mean(self.recent_lengths)) if self.recent_lengths else float("nan")
+
+  def state_dict(self) -> dict:
+    return {"recent_returns": list(self.recent_returns), "recent_lengths": list(self.recent_lengths),
+            "episodes": self.episodes}
+
+  def load_state_dict(self, d: dict) -> None:
+    self.recent_returns.extend(d.get("recent_returns", []))
+    self.recent_lengths.extend(d.get("recent_lengths", []))
+    self.episodes = int(d.get("episodes", 0))

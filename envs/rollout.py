@@ -1,0 +1,105 @@
+"""Acting loops: collect time-major PPO rollouts from an envpool, and greedy evaluation on separate envs.
+
+These are host-side loops (not pure): they step envpool in C++ threads and call a jitted policy once per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from envs.episodes import EpisodeTracker, derive_flags
+from envs.registry import EnvSpec, make_env
+
+
+@dataclasses.dataclass
+class Trajectory:
+  """T steps of N envs, time-major. Step t holds o_t, a_t, log mu(a_t|o_t), V(o_t), r_t and the flags of step t.
+
+  `mask[t, n] == 0` marks an envpool auto-reset step: o_t was the last observation of an episode, the env ignored
+  a_t and returned the next episode's first observation with r_t = 0. Such steps carry no learning signal and are
+  excluded from every loss; GAE never crosses them because step t-1 ended the episode.
+  """
+  obs: np.ndarray
+  actions: np.ndarray
+  logp: np.ndarray
+  values: np.ndarray
+  rewards: np.ndarray
+  terminations: np.ndarray
+  truncations: np.ndarray
+  mask: np.ndarray
+  last_obs: np.ndarray  # o_T, raw, for the bootstrap value
+
+
+# A pytree, so jitted learners take it as it is.
+jax.tree_util.register_dataclass(Trajectory, data_fields=[f.name for f in dataclasses.fields(Trajectory)],
+                                 meta_fields=[])
+
+# act_fn(params, carry, obs) -> (action, logp, value, net_obs, carry); net_obs is None when obs are used as they are.
+ActFn = Callable[[Any, Any, np.ndarray], tuple]
+
+
+class Rollout:
+  """Steps one envpool for `num_steps` per call with the latest parameters (on-policy)."""
+
+  def __init__(self, env, spec: EnvSpec, num_envs: int, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker):
+    self.env, self.spec, self.act_fn, self.tracker = env, spec, act_fn, tracker
+    self.num_envs, self.num_steps = num_envs, num_steps
+    self.obs, _ = env.reset()
+    self.reset_next = np.zeros(num_envs, bool)  # next step is an auto-reset step
+    self.env_steps = 0  # includes auto-reset steps: that is what envpool simulated
+
+  def collect(self, params, carry) -> tuple[Trajectory, Any]:
+    T, N, spec = self.num_steps, self.num_envs, self.spec
+    act_shape = () if spec.discrete else (spec.action_dim,)
+    obs_buf = None
+    actions = np.zeros((T, N) + act_shape, np.int32 if spec.discrete else np.float32)
+    logp, values, rewards, terms, truncs, mask = (np.zeros((T, N), np.float32) for _ in range(6))
+    for t in range(T):
+      action, lp, value, net_obs, carry = self.act_fn(params, carry, self.obs)
+      action, lp, value, net_obs = jax.device_get((action, lp, value, net_obs))
+      step_obs = self.obs if net_obs is None else net_obs
+      if obs_buf is None:
+        obs_buf = np.zeros((T,) + step_obs.shape, step_obs.dtype)
+      obs_buf[t] = step_obs
+      actions[t], logp[t], values[t] = action, lp, value
+      mask[t] = ~self.reset_next
+      env_action = action if spec.discrete else np.clip(action, spec.action_low, spec.action_high)
+      self.obs, reward, terminated, truncated, info = self.env.step(env_action)
+      terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
+      self.tracker.update(reward, terminated, truncated, info, self.reset_next)
+      rewards[t], terms[t], truncs[t] = reward, terminated, truncated
+      self.reset_next = terminated | truncated
+    self.env_steps += T * N
+    traj = Trajectory(obs=obs_buf, actions=actions, logp=logp, values=values, rewards=rewards,
+                      terminations=terms, truncations=truncs, mask=mask, last_obs=self.obs.copy())
+    return traj, carry
+
+
+def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int
+             ) -> list[tuple[float, int]]:
+  """Plays `episodes` whole games on fresh evaluation envs (no episodic life, no reward clipping).
+
+  `policy_fn(obs) -> actions` is host-callable (e.g. a greedy jitted policy closed over parameters).
+  Returns the raw return and length of each env's first game.
+  """
+  env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False)
+  tracker = EpisodeTracker(episodes, window=episodes)
+  obs, _ = env.reset()
+  results: dict[int, tuple[float, int]] = {}
+  reset_next = np.zeros(episodes, bool)
+  for _ in range(spec.max_episode_steps + 1):
+    action = np.asarray(policy_fn(obs))
+    if not spec.discrete:
+      action = np.clip(action, spec.action_low, spec.action_high)
+    obs, reward, terminated, truncated, info = env.step(action)
+    terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
+    for i, ret, length in tracker.update(reward, terminated, truncated, info, reset_next):
+      results.setdefault(i, (ret, length))
+    reset_next = terminated | truncated
+    if len(results) == episodes:
+      break
+  env.close()
+  return [results[i] for i in sorted(results)]

@@ -1,0 +1,34 @@
+"""Nature-CNN actor-critic (Mnih et al. 2015) with a shared trunk, as in PPO's and PARL's Atari agents."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from networks.registry import register
+
+orthogonal = nn.initializers.orthogonal
+
+
+class NatureCNN(nn.Module):
+  """Input: uint8 frames [B, C, H, W] (envpool's layout). Output: (logits [B, A], value [B])."""
+  action_dim: int
+
+  @nn.compact
+  def __call__(self, obs):
+    # NOTE: XLA:CPU and GPU both prefer NHWC convolutions; the transpose is fused into the first conv.
+    x = jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+    init, zeros = orthogonal(np.sqrt(2)), nn.initializers.zeros
+    x = nn.relu(nn.Conv(32, (8, 8), (4, 4), padding="VALID", kernel_init=init, bias_init=zeros)(x))
+    x = nn.relu(nn.Conv(64, (4, 4), (2, 2), padding="VALID", kernel_init=init, bias_init=zeros)(x))
+    x = nn.relu(nn.Conv(64, (3, 3), (1, 1), padding="VALID", kernel_init=init, bias_init=zeros)(x))
+    x = x.reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(512, kernel_init=init, bias_init=zeros)(x))
+    logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), bias_init=zeros)(x)
+    value = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=zeros)(x)
+    return logits, value[..., 0]
+
+
+@register("nature_cnn", actions=("discrete",), observations=("image",))
+def nature_cnn(action_dim: int) -> nn.Module:
+  return NatureCNN(action_dim)

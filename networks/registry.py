@@ -1,0 +1,63 @@
+"""Networks by name. A network is a flax module `__call__(obs) -> (policy_params, value)` with
+`policy_params` = logits [B, A] for discrete actions, or (mean [B, A], log_std [B, A]) for continuous ones.
+
+Add one by decorating a factory `(action_dim: int) -> nn.Module`:
+
+    @register("my_net", actions=("discrete",), observations=("image",))
+    def my_net(action_dim):
+      return MyModule(action_dim)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.linen as nn
+
+
+class NetworkError(ValueError):
+  """A network name that does not exist, or does not fit the environment."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkEntry:
+  factory: Callable[[int], nn.Module]
+  actions: tuple[str, ...]       # "discrete", "continuous"
+  observations: tuple[str, ...]  # "image", "vector"
+
+
+_REGISTRY: dict[str, NetworkEntry] = {}
+
+
+def register(name: str, *, actions=("discrete", "continuous"), observations=("vector",)):
+  def wrap(factory):
+    _REGISTRY[name] = NetworkEntry(factory, tuple(actions), tuple(observations))
+    return factory
+  return wrap
+
+
+def names() -> list[str]:
+  return sorted(_REGISTRY)
+
+
+def default_network(discrete: bool, image_obs: bool) -> str:
+  if image_obs:
+    return "nature_cnn"
+  return "mlp_categorical" if discrete else "mlp"
+
+
+def make_network(name: str, *, discrete: bool, image_obs: bool, action_dim: int) -> nn.Module:
+  """Builds a registered network after checking that it fits the env's action and observation kinds."""
+  if name not in _REGISTRY:
+    raise NetworkError(f"unknown --network '{name}'; registered: {', '.join(names())}")
+  entry = _REGISTRY[name]
+  action_kind, obs_kind = ("discrete" if discrete else "continuous"), ("image" if image_obs else "vector")
+  if action_kind not in entry.actions:
+    fits = [n for n, e in sorted(_REGISTRY.items()) if action_kind in e.actions and obs_kind in e.observations]
+    raise NetworkError(f"--network {name} is for {'/'.join(entry.actions)} actions but this env has {action_kind} "
+                       f"actions; use --network {' or '.join(fits)}")
+  if obs_kind not in entry.observations:
+    fits = [n for n, e in sorted(_REGISTRY.items()) if action_kind in e.actions and obs_kind in e.observations]
+    raise NetworkError(f"--network {name} takes {'/'.join(entry.observations)} observations but this env has "
+                       f"{obs_kind} observations; use --network {' or '.join(fits)}")
+  return entry.factory(action_dim)

@@ -1,0 +1,61 @@
+"""Train PPO on envpool. `python run_ppo.py` trains on Pong; `python run_ppo.py --env HalfCheetah-v4` on MuJoCo.
+
+Writes config.json, progress.csv, TensorBoard events and orbax checkpoints to the run directory;
+`python run_ppo.py --resume RUN_DIR` continues a stopped run from its last checkpoint.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import jax
+
+from algorithms import ppo
+from algorithms.parallel import lift
+from algorithms.ppo_config import PPOConfig
+from algorithms.runtime import trainer
+from algorithms.runtime.cli import main_guard, parse
+from envs import make_env
+from envs.rollout import Rollout
+
+UPDATE_METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_variance",
+                  "learning_rate", "grad_norm", "loss"]
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+  config = parse(PPOConfig, argv, __doc__)
+  setup = trainer.setup(config, PPOConfig, algo="ppo")
+  config, spec, network = setup.config, setup.spec, setup.network
+  run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
+                       fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
+  state, start_step = run.state, run.start_step
+
+  act_fn = ppo.make_act_fn(network, spec.discrete, config.normalize_obs)
+  greedy_fn = ppo.make_greedy_fn(network, spec.discrete, config.normalize_obs)
+  update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs))
+  env = make_env(spec.env_id, config.num_envs, seed=config.seed + start_step)
+  rollout = Rollout(env, spec, config.num_envs, config.num_steps, act_fn, run.tracker)
+  policy = lambda obs: greedy_fn(state.params, state.obs_norm, obs)  # noqa: E731  (reads the latest state)
+
+  try:
+    for update in range(start_step // config.batch_size, config.num_updates):
+      traj, (obs_norm, actor_key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+      new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      step = (update + 1) * config.batch_size
+      if not all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm")):
+        return run.stop_non_finite(step, metrics)
+      state = new_state
+      run.step(step, state, metrics, policy, final=update == config.num_updates - 1)
+  except KeyboardInterrupt:
+    run.interrupted(state)
+    return 130
+  finally:
+    env.close()
+  run.finish(state, policy)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
