@@ -8,7 +8,11 @@ from __future__ import annotations
 import math
 import sys
 
-import jax
+from algorithms.runtime import xla
+
+xla.configure()  # before JAX starts its backend
+
+import jax  # noqa: E402
 
 from algorithms import ppo
 from algorithms.parallel import lift

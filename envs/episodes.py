@@ -42,13 +42,14 @@ class EpisodeTracker:
   def update(self, reward, terminated, truncated, info, reset_step) -> list[tuple[int, float, int]]:
     """Adds one env step; returns (env index, raw return, length) of each game that ended.
 
-    `reset_step` marks auto-reset steps, which are not counted as agent steps.
+    `terminated`, `truncated` and `reset_step` are bool arrays [N]; `reset_step` marks auto-reset steps, which are
+    not counted as agent steps.
     """
-    raw = np.asarray(info.get("reward", reward), np.float64)
-    game_over = np.asarray(info["terminated"], bool) if "terminated" in info else np.asarray(terminated, bool)
-    self.returns += raw
-    self.lengths += ~np.asarray(reset_step, bool)
-    done = game_over | np.asarray(truncated, bool)
+    self.returns += info.get("reward", reward)
+    self.lengths += ~reset_step
+    done = (info["terminated"].astype(bool) if "terminated" in info else terminated) | truncated
+    if not done.any():
+      return []
     finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(done)]
     for _, ret, length in finished:
       self.recent_returns.append(ret)

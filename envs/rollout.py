@@ -37,7 +37,9 @@ class Trajectory:
 jax.tree_util.register_dataclass(Trajectory, data_fields=[f.name for f in dataclasses.fields(Trajectory)],
                                  meta_fields=[])
 
-# act_fn(params, carry, obs) -> (action, logp, value, net_obs, carry); net_obs is None when obs are used as they are.
+# act_fn(params, carry, obs) -> (packed, carry), with packed float32 [N, K] holding, per env, the action (1 column
+# if discrete, else A), its log-probability, the value and, when the policy normalises observations, the normalised
+# observation it acted on (what the learner must train on); without it the raw observation is stored.
 ActFn = Callable[[Any, Any, np.ndarray], tuple]
 
 
@@ -53,20 +55,24 @@ class Rollout:
 
   def collect(self, params, carry) -> tuple[Trajectory, Any]:
     T, N, spec = self.num_steps, self.num_envs, self.spec
-    act_shape = () if spec.discrete else (spec.action_dim,)
-    obs_buf = None
-    actions = np.zeros((T, N) + act_shape, np.int32 if spec.discrete else np.float32)
+    a_cols = 1 if spec.discrete else spec.action_dim
+    actions = np.zeros((T, N) + (() if spec.discrete else (a_cols,)), np.int32 if spec.discrete else np.float32)
+    obs_buf = np.zeros((T, N) + spec.obs_shape, np.uint8 if spec.obs_dtype == "uint8" else np.float32)
     logp, values, rewards, terms, truncs, mask = (np.zeros((T, N), np.float32) for _ in range(6))
     for t in range(T):
-      action, lp, value, net_obs, carry = self.act_fn(params, carry, self.obs)
-      action, lp, value, net_obs = jax.device_get((action, lp, value, net_obs))
-      step_obs = self.obs if net_obs is None else net_obs
-      if obs_buf is None:
-        obs_buf = np.zeros((T,) + step_obs.shape, step_obs.dtype)
-      obs_buf[t] = step_obs
-      actions[t], logp[t], values[t] = action, lp, value
+      packed, carry = self.act_fn(params, carry, self.obs)
+      packed = np.asarray(packed)
+      if packed.shape[1] > a_cols + 2:
+        obs_buf[t] = packed[:, a_cols + 2:].reshape((N,) + spec.obs_shape)
+      else:
+        obs_buf[t] = self.obs
+      logp[t], values[t] = packed[:, a_cols], packed[:, a_cols + 1]
+      if spec.discrete:
+        actions[t] = env_action = packed[:, 0].astype(np.int32)
+      else:
+        actions[t] = packed[:, :a_cols]
+        env_action = np.clip(actions[t], spec.action_low, spec.action_high)
       mask[t] = ~self.reset_next
-      env_action = action if spec.discrete else np.clip(action, spec.action_low, spec.action_high)
       self.obs, reward, terminated, truncated, info = self.env.step(env_action)
       terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
       self.tracker.update(reward, terminated, truncated, info, self.reset_next)
