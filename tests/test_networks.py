@@ -1,0 +1,70 @@
+"""Network shapes and dtypes for both families, the registry's checks, and registering a new network."""
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+import networks
+
+
+def _init_apply(name, discrete, image, action_dim, obs):
+  net = networks.make_network(name, discrete=discrete, image_obs=image, action_dim=action_dim)
+  params = net.init(jax.random.PRNGKey(0), obs)
+  return net.apply(params, obs), params
+
+
+def test_nature_cnn_shapes_and_dtypes():
+  obs = jnp.zeros((3, 4, 84, 84), jnp.uint8)
+  (logits, value), params = _init_apply("nature_cnn", True, True, 6, obs)
+  chex.assert_shape(logits, (3, 6))
+  chex.assert_shape(value, (3,))
+  chex.assert_type([logits, value], jnp.float32)
+  n_params = sum(p.size for p in jax.tree.leaves(params))
+  # conv 8x8x4x32 + 32, 4x4x32x64 + 64, 3x3x64x64 + 64, dense 3136x512 + 512, heads 512x6 + 6 and 512 + 1
+  assert n_params == 8224 + 32832 + 36928 + 1606144 + 3078 + 513
+
+
+def test_mlp_gaussian_shapes_and_state_independent_std():
+  obs = jax.random.normal(jax.random.PRNGKey(1), (5, 17))
+  ((mean, log_std), value), params = _init_apply("mlp", False, False, 6, obs)
+  chex.assert_shape([mean, log_std], (5, 6))
+  chex.assert_shape(value, (5,))
+  chex.assert_type([mean, log_std, value], jnp.float32)
+  assert jnp.all(log_std == log_std[0])  # the same for every state
+  # separate policy and value torsos: two Dense(64)-Dense(64) stacks plus two heads
+  assert len([k for k in params["params"] if k.startswith("Dense")]) == 6
+
+
+def test_mlp_categorical_shapes():
+  obs = jnp.zeros((2, 4))
+  (logits, value), _ = _init_apply("mlp_categorical", True, False, 2, obs)
+  chex.assert_shape(logits, (2, 2))
+  chex.assert_shape(value, (2,))
+
+
+def test_registry_rejects_mismatches():
+  with pytest.raises(networks.NetworkError, match="continuous actions.*use --network mlp_categorical"):
+    networks.make_network("mlp", discrete=True, image_obs=False, action_dim=2)
+  with pytest.raises(networks.NetworkError, match="image observations"):
+    networks.make_network("nature_cnn", discrete=True, image_obs=False, action_dim=2)
+  with pytest.raises(networks.NetworkError, match="unknown --network 'resnet99'"):
+    networks.make_network("resnet99", discrete=True, image_obs=True, action_dim=2)
+
+
+def test_register_a_new_network():
+  class Tiny(nn.Module):
+    action_dim: int
+
+    @nn.compact
+    def __call__(self, obs):
+      x = nn.tanh(nn.Dense(16)(obs))
+      return nn.Dense(self.action_dim)(x), nn.Dense(1)(x)[..., 0]
+
+  @networks.register("tiny_test", actions=("discrete",))
+  def tiny(action_dim):
+    return Tiny(action_dim)
+
+  assert "tiny_test" in networks.names()
+  (logits, value), _ = _init_apply("tiny_test", True, False, 3, jnp.zeros((2, 4)))
+  chex.assert_shape(logits, (2, 3))
