@@ -141,7 +141,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
     params, opt_state = carry
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, mb)
     updates, opt_state = tx.update(grads, opt_state, params)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return (optax.apply_updates(params, updates), opt_state), metrics
 
   def update(state: PPOState, traj) -> tuple[PPOState, dict]:

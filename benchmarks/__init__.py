@@ -1,0 +1,1 @@
+"""Benchmarks: throughput against raw envpool, and reproduction runs. Not tests: run them by hand."""

@@ -1,0 +1,127 @@
+"""PPO training throughput against raw envpool, side by side in one process, after compilation.
+
+    python -m benchmarks.throughput                     # MuJoCo and Atari PARL settings, each in its own process
+    python -m benchmarks.throughput --setting atari --repeats 5
+
+For each setting the script alternates, `--repeats` times: raw envpool with random actions (same env, same env
+count, same protocol) for one rollout's worth of steps, then one PPO iteration (rollout + jitted update) exactly as
+run_ppo.py runs it. It reports medians in steps/s and the ratio PPO / raw; the first PPO iteration (compilation) is
+not timed. The machine's speed drifts, so only the ratios within one run compare cleanly.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+SETTINGS = {
+    # The reproduced PARL settings (shared/REFERENCE.md).
+    "mujoco": dict(env="HalfCheetah-v4"),
+    "atari": dict(env="Pong-v5"),
+}
+
+
+def raw_envpool(spec, num_envs: int, steps: int, seed: int, env=None) -> float:
+  """Steps/s of envpool alone with uniformly random actions."""
+  import numpy as np
+  from envs import make_env
+  env = env or make_env(spec.env_id, num_envs, seed)
+  rng = np.random.default_rng(seed)
+  env.reset()
+  t0 = time.perf_counter()
+  for _ in range(steps // num_envs):
+    if spec.discrete:
+      action = rng.integers(0, spec.action_dim, size=num_envs).astype(np.int32)
+    else:
+      action = rng.uniform(spec.action_low, spec.action_high, size=(num_envs, spec.action_dim))
+    env.step(action)
+  return steps / (time.perf_counter() - t0)
+
+
+def measure(setting: str, repeats: int) -> dict:
+  from algorithms.runtime import xla
+  from envs import resolve_env
+  spec = resolve_env(SETTINGS[setting]["env"])
+  xla.configure(spec.image_obs)
+  import jax
+  import networks
+  from algorithms import ppo
+  from algorithms.parallel import lift
+  from algorithms.ppo_config import PPOConfig
+  from envs import EpisodeTracker, make_env
+  from envs.rollout import Rollout
+
+  name = networks.default_network(spec.discrete, spec.image_obs)
+  cfg = PPOConfig(**SETTINGS[setting]).resolve(spec.family, name)
+  net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
+  state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
+  rollout = Rollout(make_env(spec.env_id, cfg.num_envs, 0), spec, cfg.num_envs, cfg.num_steps,
+                    ppo.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
+  update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs))
+  raw_env = make_env(spec.env_id, cfg.num_envs, 1)
+
+  def ppo_iteration(state):
+    t0 = time.perf_counter()
+    traj, (obs_norm, key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+    t1 = time.perf_counter()
+    state, metrics = update(state.replace(obs_norm=obs_norm, actor_key=key), traj)
+    jax.block_until_ready(metrics)
+    return state, t1 - t0, time.perf_counter() - t1
+
+  t0 = time.perf_counter()
+  state, _, _ = ppo_iteration(state)  # compiles
+  compile_s = time.perf_counter() - t0
+  raw, train, collect, learn = [], [], [], []
+  for _ in range(repeats):
+    raw.append(raw_envpool(spec, cfg.num_envs, cfg.batch_size, seed=len(raw), env=raw_env))
+    state, c, u = ppo_iteration(state)
+    train.append(cfg.batch_size / (c + u))
+    collect.append(c)
+    learn.append(u)
+  raw_sps, ppo_sps = statistics.median(raw), statistics.median(train)
+  return dict(setting=setting, env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.batch_size,
+              epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}", raw_sps=round(raw_sps),
+              ppo_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
+              rollout_s=round(statistics.median(collect), 3), update_s=round(statistics.median(learn), 3),
+              first_iteration_s=round(compile_s, 1), repeats=repeats, backend=jax.default_backend())
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--setting", choices=sorted(SETTINGS), action="append",
+                      help="setting(s) to measure (default: all, each in a fresh process)")
+  parser.add_argument("--repeats", type=int, default=5, help="alternations of raw envpool and one PPO iteration")
+  parser.add_argument("--json", help="also write the results to this JSON file")
+  args = parser.parse_args(argv)
+  settings = args.setting or sorted(SETTINGS)
+  results = []
+  if len(settings) == 1:
+    results.append(measure(settings[0], args.repeats))
+  else:  # XLA flags differ per setting and are read once per process
+    for s in settings:
+      out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--setting", s, "--repeats",
+                            str(args.repeats), "--json", "/dev/stdout"], capture_output=True, text=True, check=True,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+      results.extend(json.loads(out.stdout.strip().splitlines()[-1]))
+  if args.json:
+    with open(args.json, "w") as f:
+      f.write(json.dumps(results) + "\n")
+    if args.json == "/dev/stdout":
+      return 0
+  cols = list(results[0])
+  print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+  print("| " + " | ".join(cols) + " |")
+  print("|" + "---|" * len(cols))
+  for r in results:
+    print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
