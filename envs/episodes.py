@@ -19,10 +19,9 @@ def derive_flags(terminated, truncated, info, max_episode_steps: int):
   NOTE: envpool has been seen to report done with neither flag set (envpool #239); an episode that reached the time
   limit is a truncation whatever the flags say, so it bootstraps.
   """
-  terminated = np.asarray(terminated, dtype=bool)
-  truncated = np.asarray(truncated, dtype=bool)
+  terminated, truncated = terminated.astype(bool, copy=False), truncated.astype(bool, copy=False)
   if "elapsed_step" in info:
-    truncated = truncated | (np.asarray(info["elapsed_step"]) >= max_episode_steps)
+    truncated = truncated | (info["elapsed_step"] >= max_episode_steps)
   return terminated & ~truncated, truncated
 
 
