@@ -16,8 +16,7 @@ from algorithms.ppo_config import PPOConfig
 from algorithms.runtime import trainer
 from algorithms.runtime import xla
 from algorithms.runtime.cli import main_guard, parse
-from envs import make_env
-from envs.rollout import Rollout
+from envs.rollout import make_rollout
 
 UPDATE_METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_variance",
                   "learning_rate", "grad_norm", "loss"]
@@ -36,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
   act_fn = ppo.make_act_fn(network, spec.discrete, config.normalize_obs)
   greedy_fn = ppo.make_greedy_fn(network, spec.discrete, config.normalize_obs)
   update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs))
-  env = make_env(spec.env_id, config.num_envs, seed=config.seed + start_step)
-  rollout = Rollout(env, spec, config.num_envs, config.num_steps, act_fn, run.tracker)
+  rollout = make_rollout(spec, config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
+                         act_fn, run.tracker)
   policy = lambda obs: greedy_fn(state.params, state.obs_norm, obs)  # noqa: E731  (reads the latest state)
 
   try:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     run.interrupted(state)
     return 130
   finally:
-    env.close()
+    rollout.close()
   run.finish(state, policy)
   return 0
 

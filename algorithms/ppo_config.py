@@ -56,6 +56,10 @@ class PPOConfig(RunConfig):
   scan_unroll: int | None = None
   """Unroll factor of the epoch and minibatch scans (default: fully unrolled for conv nets on CPU, where XLA runs a
   rolled conv gradient step ~12x slower; 1 elsewhere)."""
+  env_groups: int = 1
+  """Split the envs into this many envpools and pipeline them, so the policy runs on one group while the others
+  simulate. Must divide num_envs. On 2 CPU cores it does not pay (Pong rollout 0.50 s with 1 group, 0.53-0.66 s with
+  2: benchmarks/RESULTS.md); with spare cores or an accelerator it can."""
   forward_chunks: int | None = None
   """Evaluate each minibatch in this many equal slices (same result; default: 4 for conv nets on CPU, where it runs
   ~2.5x faster; 1 elsewhere). Must divide the minibatch size."""
@@ -63,7 +67,8 @@ class PPOConfig(RunConfig):
   def __post_init__(self):
     super().__post_init__()
     check_positive(self, "num_steps", "num_minibatches", "update_epochs", "learning_rate", "adam_eps", "clip_coef",
-                   "max_grad_norm", "scan_unroll", "forward_chunks")
+                   "max_grad_norm", "scan_unroll", "forward_chunks",
+                   "env_groups")
     check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
     check_range(self, "gamma", 0.0, 1.0)
     check_range(self, "gae_lambda", 0.0, 1.0)
@@ -77,6 +82,8 @@ class PPOConfig(RunConfig):
     if cfg.batch_size % cfg.num_minibatches:
       raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide the batch "
                         f"(--num-envs {cfg.num_envs} x --num-steps {cfg.num_steps} = {cfg.batch_size})")
+    if cfg.num_envs % cfg.env_groups:
+      raise ConfigError(f"--env-groups {cfg.env_groups} does not divide --num-envs {cfg.num_envs}")
     if cfg.forward_chunks and cfg.minibatch_size % cfg.forward_chunks:
       raise ConfigError(f"--forward-chunks {cfg.forward_chunks} does not divide the minibatch size "
                         f"({cfg.minibatch_size})")

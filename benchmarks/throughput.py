@@ -44,7 +44,7 @@ def raw_envpool(spec, num_envs: int, steps: int, seed: int, env=None) -> float:
   return steps / (time.perf_counter() - t0)
 
 
-def measure(setting: str, repeats: int) -> dict:
+def measure(setting: str, repeats: int, **overrides) -> dict:
   from algorithms.runtime import xla
   from envs import resolve_env
   spec = resolve_env(SETTINGS[setting]["env"])
@@ -55,14 +55,14 @@ def measure(setting: str, repeats: int) -> dict:
   from algorithms.parallel import lift
   from algorithms.ppo_config import PPOConfig
   from envs import EpisodeTracker, make_env
-  from envs.rollout import Rollout
+  from envs.rollout import make_rollout
 
   name = networks.default_network(spec.discrete, spec.image_obs)
-  cfg = PPOConfig(**SETTINGS[setting]).resolve(spec.family, name)
+  cfg = PPOConfig(**SETTINGS[setting], **overrides).resolve(spec.family, name)
   net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
   state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
-  rollout = Rollout(make_env(spec.env_id, cfg.num_envs, 0), spec, cfg.num_envs, cfg.num_steps,
-                    ppo.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
+  rollout = make_rollout(spec, cfg.num_envs, cfg.num_steps, cfg.env_groups, 0,
+                         ppo.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
   update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs))
   raw_env = make_env(spec.env_id, cfg.num_envs, 1)
 
@@ -89,7 +89,8 @@ def measure(setting: str, repeats: int) -> dict:
               epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}", raw_sps=round(raw_sps),
               ppo_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
               rollout_s=round(statistics.median(collect), 3), update_s=round(statistics.median(learn), 3),
-              first_iteration_s=round(compile_s, 1), repeats=repeats, backend=jax.default_backend())
+              env_groups=cfg.env_groups, first_iteration_s=round(compile_s, 1), repeats=repeats,
+              backend=jax.default_backend())
 
 
 def main(argv=None) -> int:
@@ -98,15 +99,19 @@ def main(argv=None) -> int:
                       help="setting(s) to measure (default: all, each in a fresh process)")
   parser.add_argument("--repeats", type=int, default=5, help="alternations of raw envpool and one PPO iteration")
   parser.add_argument("--json", help="also write the results to this JSON file")
+  parser.add_argument("--env-groups", type=int, action="append",
+                      help="acting-loop env groups to compare (default: the config's choice)")
   args = parser.parse_args(argv)
   settings = args.setting or sorted(SETTINGS)
   results = []
   if len(settings) == 1:
-    results.append(measure(settings[0], args.repeats))
+    for groups in args.env_groups or [None]:
+      results.append(measure(settings[0], args.repeats, env_groups=groups))
   else:  # XLA flags differ per setting and are read once per process
     for s in settings:
+      extra = [a for g in (args.env_groups or []) for a in ("--env-groups", str(g))]
       out = subprocess.run([sys.executable, "-m", "benchmarks.throughput", "--setting", s, "--repeats",
-                            str(args.repeats), "--json", "/dev/stdout"], capture_output=True, text=True, check=True,
+                            str(args.repeats), "--json", "/dev/stdout"] + extra, capture_output=True, text=True, check=True,
                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
       results.extend(json.loads(out.stdout.strip().splitlines()[-1]))
   if args.json:

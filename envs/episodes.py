@@ -38,24 +38,28 @@ class EpisodeTracker:
     self.recent_lengths: collections.deque = collections.deque(maxlen=window)
     self.episodes = 0
 
-  def update(self, reward, terminated, truncated, info, reset_step) -> list[tuple[int, float, int]]:
-    """Adds one env step; returns (env index, raw return, length) of each game that ended.
+  def update(self, reward, terminated, truncated, info, reset_step, envs: slice = slice(None)
+             ) -> list[tuple[int, float, int]]:
+    """Adds one env step of the envs `envs` (all by default); returns (env index, raw return, length) of each game
+    that ended.
 
-    `terminated`, `truncated` and `reset_step` are bool arrays [N]; `reset_step` marks auto-reset steps, which are
-    not counted as agent steps.
+    `terminated`, `truncated` and `reset_step` are bool arrays over those envs; `reset_step` marks auto-reset steps,
+    which are not counted as agent steps.
     """
-    self.returns += info.get("reward", reward)
-    self.lengths += ~reset_step
+    returns, lengths = self.returns[envs], self.lengths[envs]  # views: updated in place
+    returns += info.get("reward", reward)
+    lengths += ~reset_step
     done = (info["terminated"].astype(bool) if "terminated" in info else terminated) | truncated
     if not done.any():
       return []
-    finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(done)]
+    offset = envs.start or 0
+    finished = [(offset + int(i), float(returns[i]), int(lengths[i])) for i in np.flatnonzero(done)]
     for _, ret, length in finished:
       self.recent_returns.append(ret)
       self.recent_lengths.append(length)
     self.episodes += len(finished)
-    self.returns[done] = 0.0
-    self.lengths[done] = 0
+    returns[done] = 0.0
+    lengths[done] = 0
     return finished
 
   def mean_return(self) -> float:

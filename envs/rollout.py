@@ -44,16 +44,25 @@ ActFn = Callable[[Any, Any, np.ndarray], tuple]
 
 
 class Rollout:
-  """Steps one envpool for `num_steps` per call with the latest parameters (on-policy)."""
+  """Steps envpools for `num_steps` per call with the latest parameters (on-policy).
 
-  def __init__(self, env, spec: EnvSpec, num_envs: int, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker):
-    self.env, self.spec, self.act_fn, self.tracker = env, spec, act_fn, tracker
-    self.num_envs, self.num_steps = num_envs, num_steps
-    self.obs = self._cast(env.reset()[0])
-    self.reset_next = np.zeros(num_envs, bool)  # next step is an auto-reset step
+  With several env groups (one envpool each) the loop pipelines them: while the policy runs on one group's
+  observations, the other groups simulate their last actions in envpool's C++ threads. One group is plain
+  synchronous stepping. Both give the same kind of time-major batch, envs of group g in columns `slices[g]`.
+  """
+
+  def __init__(self, envs: list, spec: EnvSpec, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker):
+    self.envs, self.spec, self.act_fn, self.tracker, self.num_steps = envs, spec, act_fn, tracker, num_steps
+    sizes = [env.config["num_envs"] for env in envs]
+    starts = np.cumsum([0] + sizes)
+    self.slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    self.num_envs = int(starts[-1])
+    self.obs = [self._cast(env.reset()[0]) for env in envs]
+    self.reset_next = np.zeros(self.num_envs, bool)  # next step is an auto-reset step
     self.env_steps = 0  # includes auto-reset steps: that is what envpool simulated
 
-  def _cast(self, obs: np.ndarray) -> np.ndarray:
+  @staticmethod
+  def _cast(obs: np.ndarray) -> np.ndarray:
     # NOTE: envpool's MuJoCo observations are float64; JAX (without x64) converts them on every call, ~10 us slower
     # than NumPy doing it here.
     return obs if obs.dtype == np.uint8 else obs.astype(np.float32)
@@ -65,27 +74,50 @@ class Rollout:
     obs_buf = np.zeros((T, N) + spec.obs_shape, np.uint8 if spec.obs_dtype == "uint8" else np.float32)
     logp, values, rewards, terms, truncs, mask = (np.zeros((T, N), np.float32) for _ in range(6))
     low, high = spec.action_low, spec.action_high
-    for t in range(T):
-      packed, carry = self.act_fn(params, carry, self.obs)
-      packed = np.asarray(packed)
-      obs_buf[t] = self.obs if packed.shape[1] == a_cols + 2 else packed[:, a_cols + 2:].reshape(self.obs.shape)
-      logp[t], values[t] = packed[:, a_cols], packed[:, a_cols + 1]
-      if spec.discrete:
-        actions[t] = env_action = packed[:, 0].astype(np.int32)
-      else:
-        actions[t] = packed[:, :a_cols]
-        env_action = np.minimum(np.maximum(actions[t], low), high)
-      mask[t] = ~self.reset_next
-      obs, reward, terminated, truncated, info = self.env.step(env_action)
-      self.obs = self._cast(obs)
+
+    def receive(g: int, t: int) -> None:
+      sl = self.slices[g]
+      obs, reward, terminated, truncated, info = self.envs[g].recv()
       terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
-      self.tracker.update(reward, terminated, truncated, info, self.reset_next)
-      rewards[t], terms[t], truncs[t] = reward, terminated, truncated
-      self.reset_next = terminated | truncated
+      self.tracker.update(reward, terminated, truncated, info, self.reset_next[sl], envs=sl)
+      rewards[t, sl], terms[t, sl], truncs[t, sl] = reward, terminated, truncated
+      self.reset_next[sl] = terminated | truncated
+      self.obs[g] = self._cast(obs)
+
+    for t in range(T):
+      for g, sl in enumerate(self.slices):
+        if t > 0:
+          receive(g, t - 1)  # this group simulated while the policy ran on the others
+        packed, carry = self.act_fn(params, carry, self.obs[g])
+        packed = np.asarray(packed)
+        obs_buf[t, sl] = self.obs[g] if packed.shape[1] == a_cols + 2 else packed[:, a_cols + 2:].reshape(
+            self.obs[g].shape)
+        logp[t, sl], values[t, sl] = packed[:, a_cols], packed[:, a_cols + 1]
+        if spec.discrete:
+          actions[t, sl] = env_action = packed[:, 0].astype(np.int32)
+        else:
+          actions[t, sl] = packed[:, :a_cols]
+          env_action = np.minimum(np.maximum(actions[t, sl], low), high)
+        mask[t, sl] = ~self.reset_next[sl]
+        self.envs[g].send(env_action)
+    for g in range(len(self.slices)):
+      receive(g, T - 1)
     self.env_steps += T * N
     traj = Trajectory(obs=obs_buf, actions=actions, logp=logp, values=values, rewards=rewards,
-                      terminations=terms, truncations=truncs, mask=mask, last_obs=self.obs.copy())
+                      terminations=terms, truncations=truncs, mask=mask, last_obs=np.concatenate(self.obs))
     return traj, carry
+
+  def close(self) -> None:
+    for env in self.envs:
+      env.close()
+
+
+def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed: int, act_fn: ActFn,
+                 tracker: EpisodeTracker) -> Rollout:
+  """`groups` envpools of `num_envs / groups` envs each, with distinct env seeds."""
+  size = num_envs // groups
+  envs = [make_env(spec.env_id, size, seed=seed + g * size) for g in range(groups)]
+  return Rollout(envs, spec, num_steps, act_fn, tracker)
 
 
 def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int

@@ -68,3 +68,16 @@ def test_register_a_new_network():
   assert "tiny_test" in networks.names()
   (logits, value), _ = _init_apply("tiny_test", True, False, 3, jnp.zeros((2, 4)))
   chex.assert_shape(logits, (2, 3))
+
+
+def test_readme_network_example_works():
+  import os
+  import re
+  readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+  section = readme.split("## Adding a network", 1)[1]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  assert len(code.strip().splitlines()) < 15
+  exec(compile(code, "README.md", "exec"), {})
+  (logits, value), _ = _init_apply("wide_mlp", True, False, 3, jnp.zeros((2, 8)))
+  chex.assert_shape(logits, (2, 3))
+  chex.assert_shape(value, (2,))
