@@ -106,7 +106,7 @@ def main(argv=None) -> int:
   results = []
   if len(settings) == 1:
     for groups in args.env_groups or [None]:
-      results.append(measure(settings[0], args.repeats, env_groups=groups))
+      results.append(measure(settings[0], args.repeats, **({} if groups is None else {"env_groups": groups})))
   else:  # XLA flags differ per setting and are read once per process
     for s in settings:
       extra = [a for g in (args.env_groups or []) for a in ("--env-groups", str(g))]
