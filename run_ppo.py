@@ -10,7 +10,7 @@ import sys
 
 import jax
 
-from algorithms import ppo
+from algorithms import acting, ppo
 from algorithms.parallel import lift
 from algorithms.ppo_config import PPOConfig
 from algorithms.runtime import trainer
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                        fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
   state, start_step = run.state, run.start_step
 
-  act_fn = ppo.make_act_fn(network, spec.discrete, config.normalize_obs)
-  greedy_fn = ppo.make_greedy_fn(network, spec.discrete, config.normalize_obs)
+  act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs)
+  greedy_fn = acting.make_greedy_fn(network, spec.discrete, config.normalize_obs)
   update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs))
   rollout = make_rollout(spec, config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
                          act_fn, run.tracker)

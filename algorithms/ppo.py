@@ -1,4 +1,4 @@
-"""PPO learner: clipped-surrogate loss, the jitted update, and the acting functions the env side calls.
+"""PPO learner: the clipped-surrogate loss and the jitted update.
 
 The update is written for one agent; `algorithms.parallel.lift` compiles it (and lifts it over agents or devices).
 """
@@ -16,7 +16,7 @@ from flax import struct
 from algorithms import normalize
 from algorithms.gae import gae_batch
 from algorithms.ppo_config import PPOConfig
-from networks import distribution
+from networks import apply_chunked, cpu_conv_chunks, distribution
 
 
 @struct.dataclass
@@ -78,19 +78,6 @@ def explained_variance(values, returns, mask):
   return jnp.where(var_r > 0, 1.0 - var_e / var_r, jnp.nan)
 
 
-def apply_chunked(network: nn.Module, params, obs, chunks: int):
-  """network.apply over `chunks` equal slices of the batch, outputs concatenated: the same function, but XLA:CPU
-  runs the independent slices' convolutions concurrently and in cache.
-
-  NOTE: measured on a 2-core CPU, a Nature-CNN gradient step on 256 frames takes 0.38 s whole and 0.15 s in 4
-  slices (benchmarks/RESULTS.md). Losses still see the whole minibatch (advantage normalisation, masked means).
-  """
-  if chunks <= 1:
-    return network.apply(params, obs)
-  outs = [network.apply(params, part) for part in jnp.split(obs, chunks)]
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *outs)
-
-
 def make_optimizer(config: PPOConfig) -> tuple[optax.GradientTransformation, optax.Schedule]:
   steps = config.num_updates * config.update_epochs * config.num_minibatches
   lr = (optax.linear_schedule(config.learning_rate, 0.0, steps) if config.anneal_lr
@@ -109,7 +96,7 @@ def default_unroll(config: PPOConfig, image_obs: bool) -> int | bool:
 def default_chunks(config: PPOConfig, image_obs: bool) -> int:
   if config.forward_chunks is not None:
     return config.forward_chunks
-  return 4 if (image_obs and jax.default_backend() == "cpu" and config.minibatch_size % 4 == 0) else 1
+  return cpu_conv_chunks(image_obs, config.minibatch_size)
 
 
 def init_state(config: PPOConfig, network: nn.Module, obs_shape, key: chex.PRNGKey) -> PPOState:
@@ -176,45 +163,3 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
     return state, metrics
 
   return update
-
-
-def make_act_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
-  """Jitted `act(params, carry, obs) -> (packed, carry)` for the rollout; carry is `(obs_norm, key)`.
-
-  `packed` is one float32 array [N, K] = [action (1 column if discrete, else A), log-prob, value, normalised obs
-  (only with normalisation)], so the host fetches one buffer per step.
-  NOTE: one device-to-host copy instead of four saves ~60 us a step on CPU, a fifth of a MuJoCo step with 1 env.
-  With normalisation the statistics are updated with each observation before it is used.
-  """
-  dist = distribution(discrete)
-
-  @jax.jit
-  def act(params, carry, obs):
-    obs_norm, key = carry
-    x = obs
-    if normalize_obs:
-      obs_norm = normalize.update(obs_norm, obs)
-      x = normalize.normalize(obs_norm, obs)
-    policy_params, value = network.apply(params, x)
-    key, sample_key = jax.random.split(key)
-    action = dist.sample(sample_key, policy_params)
-    logp = dist.log_prob(policy_params, action)
-    cols = [action.reshape(action.shape[0], -1).astype(jnp.float32), logp[:, None], value[:, None]]
-    if normalize_obs:
-      cols.append(x.reshape(x.shape[0], -1))
-    return jnp.concatenate(cols, axis=1), (obs_norm, key)
-
-  return act
-
-
-def make_greedy_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
-  """Jitted `greedy(params, obs_norm, obs) -> action` (the distribution's mode), statistics frozen."""
-  dist = distribution(discrete)
-
-  @jax.jit
-  def greedy(params, obs_norm, obs):
-    x = normalize.normalize(obs_norm, obs) if normalize_obs else obs
-    policy_params, _ = network.apply(params, x)
-    return dist.mode(policy_params)
-
-  return greedy

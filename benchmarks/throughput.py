@@ -51,7 +51,7 @@ def measure(setting: str, repeats: int, **overrides) -> dict:
   xla.configure(spec.image_obs)
   import jax
   import networks
-  from algorithms import ppo
+  from algorithms import acting, ppo
   from algorithms.parallel import lift
   from algorithms.ppo_config import PPOConfig
   from envs import EpisodeTracker, make_env
@@ -62,7 +62,7 @@ def measure(setting: str, repeats: int, **overrides) -> dict:
   net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
   state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
   rollout = make_rollout(spec, cfg.num_envs, cfg.num_steps, cfg.env_groups, 0,
-                         ppo.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
+                         acting.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
   update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs))
   raw_env = make_env(spec.env_id, cfg.num_envs, 1)
 

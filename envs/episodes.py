@@ -9,6 +9,7 @@ envpool conventions this module relies on (checked in tests/test_envs.py):
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class EpisodeTracker:
     self.recent_returns: collections.deque = collections.deque(maxlen=window)
     self.recent_lengths: collections.deque = collections.deque(maxlen=window)
     self.episodes = 0
+    self._lock = threading.Lock()  # actor threads share one tracker, each updating its own envs
 
   def update(self, reward, terminated, truncated, info, reset_step, envs: slice = slice(None)
              ) -> list[tuple[int, float, int]]:
@@ -54,25 +56,40 @@ class EpisodeTracker:
       return []
     offset = envs.start or 0
     finished = [(offset + int(i), float(returns[i]), int(lengths[i])) for i in np.flatnonzero(done)]
-    for _, ret, length in finished:
-      self.recent_returns.append(ret)
-      self.recent_lengths.append(length)
-    self.episodes += len(finished)
+    with self._lock:
+      for _, ret, length in finished:
+        self.recent_returns.append(ret)
+        self.recent_lengths.append(length)
+      self.episodes += len(finished)
     returns[done] = 0.0
     lengths[done] = 0
     return finished
 
+  def summary(self) -> dict:
+    """Mean, max and min return and length over the window (NaN before the first game ends)."""
+    with self._lock:
+      rets, lens = list(self.recent_returns), list(self.recent_lengths)
+    if not rets:
+      nan = float("nan")
+      return dict(episode_return=nan, episode_return_max=nan, episode_return_min=nan, episode_length=nan,
+                  episode_length_max=nan, episode_length_min=nan)
+    return dict(episode_return=float(np.mean(rets)), episode_return_max=float(max(rets)),
+                episode_return_min=float(min(rets)), episode_length=float(np.mean(lens)),
+                episode_length_max=float(max(lens)), episode_length_min=float(min(lens)))
+
   def mean_return(self) -> float:
-    return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+    return self.summary()["episode_return"]
 
   def mean_length(self) -> float:
-    return float(np.mean(self.recent_lengths)) if self.recent_lengths else float("nan")
+    return self.summary()["episode_length"]
 
   def state_dict(self) -> dict:
-    return {"recent_returns": list(self.recent_returns), "recent_lengths": list(self.recent_lengths),
-            "episodes": self.episodes}
+    with self._lock:
+      return {"recent_returns": list(self.recent_returns), "recent_lengths": list(self.recent_lengths),
+              "episodes": self.episodes}
 
   def load_state_dict(self, d: dict) -> None:
-    self.recent_returns.extend(d.get("recent_returns", []))
-    self.recent_lengths.extend(d.get("recent_lengths", []))
-    self.episodes = int(d.get("episodes", 0))
+    with self._lock:
+      self.recent_returns.extend(d.get("recent_returns", []))
+      self.recent_lengths.extend(d.get("recent_lengths", []))
+      self.episodes = int(d.get("episodes", 0))

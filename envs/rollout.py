@@ -33,6 +33,15 @@ class Trajectory:
   last_obs: np.ndarray  # o_T, raw, for the bootstrap value
 
 
+def concat_trajectories(trajs: list[Trajectory]) -> Trajectory:
+  """Joins trajectories along the env axis (axis 1; axis 0 for `last_obs`)."""
+  if len(trajs) == 1:
+    return trajs[0]
+  return Trajectory(**{f.name: np.concatenate([getattr(t, f.name) for t in trajs],
+                                              axis=0 if f.name == "last_obs" else 1)
+                       for f in dataclasses.fields(Trajectory)})
+
+
 # A pytree, so jitted learners take it as it is.
 jax.tree_util.register_dataclass(Trajectory, data_fields=[f.name for f in dataclasses.fields(Trajectory)],
                                  meta_fields=[])
@@ -51,11 +60,14 @@ class Rollout:
   synchronous stepping. Both give the same kind of time-major batch, envs of group g in columns `slices[g]`.
   """
 
-  def __init__(self, envs: list, spec: EnvSpec, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker):
+  def __init__(self, envs: list, spec: EnvSpec, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker,
+               tracker_offset: int = 0):
     self.envs, self.spec, self.act_fn, self.tracker, self.num_steps = envs, spec, act_fn, tracker, num_steps
     sizes = [env.config["num_envs"] for env in envs]
     starts = np.cumsum([0] + sizes)
     self.slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+    # this rollout's envs are envs [tracker_offset, tracker_offset + N) of a tracker shared with other actors
+    self.tracker_slices = [slice(sl.start + tracker_offset, sl.stop + tracker_offset) for sl in self.slices]
     self.num_envs = int(starts[-1])
     self.obs = [self._cast(env.reset()[0]) for env in envs]
     self.reset_next = np.zeros(self.num_envs, bool)  # next step is an auto-reset step
@@ -79,7 +91,7 @@ class Rollout:
       sl = self.slices[g]
       obs, reward, terminated, truncated, info = self.envs[g].recv()
       terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
-      self.tracker.update(reward, terminated, truncated, info, self.reset_next[sl], envs=sl)
+      self.tracker.update(reward, terminated, truncated, info, self.reset_next[sl], envs=self.tracker_slices[g])
       rewards[t, sl], terms[t, sl], truncs[t, sl] = reward, terminated, truncated
       self.reset_next[sl] = terminated | truncated
       self.obs[g] = self._cast(obs)
@@ -113,11 +125,11 @@ class Rollout:
 
 
 def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed: int, act_fn: ActFn,
-                 tracker: EpisodeTracker) -> Rollout:
+                 tracker: EpisodeTracker, tracker_offset: int = 0) -> Rollout:
   """`groups` envpools of `num_envs / groups` envs each, with distinct env seeds."""
   size = num_envs // groups
   envs = [make_env(spec.env_id, size, seed=seed + g * size) for g in range(groups)]
-  return Rollout(envs, spec, num_steps, act_fn, tracker)
+  return Rollout(envs, spec, num_steps, act_fn, tracker, tracker_offset)
 
 
 def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int

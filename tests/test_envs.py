@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import networks
-from algorithms import ppo
+from algorithms import acting, ppo
 from algorithms.gae import gae_batch
 from algorithms.ppo_config import PPOConfig
 from envs import EpisodeTracker, UnknownEnvError, derive_flags, make_env, resolve_env
@@ -86,7 +86,7 @@ def test_auto_reset_steps_are_masked_and_not_bootstrapped_across():
   cfg = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=200).resolve("classic", "mlp_categorical")
   net = networks.make_network("mlp_categorical", discrete=True, image_obs=False, action_dim=2)
   state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
-  rollout = Rollout([make_env(spec.env_id, 4, seed=0)], spec, 200, ppo.make_act_fn(net, True, False),
+  rollout = Rollout([make_env(spec.env_id, 4, seed=0)], spec, 200, acting.make_act_fn(net, True, False),
                     EpisodeTracker(4))
   traj, _ = rollout.collect(state.params, (state.obs_norm, state.actor_key))
   done = np.maximum(traj.terminations, traj.truncations)

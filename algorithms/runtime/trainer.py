@@ -23,7 +23,8 @@ from algorithms.runtime.logger import RunLogger
 from envs import EpisodeTracker, UnknownEnvError, resolve_env
 from envs.rollout import evaluate
 
-BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_length", "episodes", "eval_return"]
+BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_return_max", "episode_return_min",
+                "episode_length", "episode_length_max", "episode_length_min", "episodes", "eval_return"]
 _RESUME_KEEPS = ("resume", "progress", "track")
 
 
@@ -115,8 +116,7 @@ class Run:
     eval_return = None
     if self.eval_every > 0 and (final or self._crossed(step, self.eval_every)):
       eval_return = self.evaluate(step, policy)
-    row = dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1),
-               episode_return=self.tracker.mean_return(), episode_length=self.tracker.mean_length(),
+    row = dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1), **self.tracker.summary(),
                episodes=self.tracker.episodes, eval_return=eval_return, **metrics)
     self.logger.log(row)
     if final or self._crossed(step, self.ckpt_every):

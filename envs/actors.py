@@ -1,0 +1,117 @@
+"""Actor threads for IMPALA-style training (Sebulba: actors on CPU threads, learner on the device).
+
+Each actor owns its envpool (through a `Rollout`) and acts with the newest parameters the learner has published;
+its trajectories, tagged with the parameter version they were acted with, go to the learner through one bounded
+queue. Host-side and stateful by design.
+
+NOTE: the queue is bounded (one slot per actor by default), so an actor blocks once it is a batch ahead: the policy
+lag stays within about `queue_size / actors + 1` learner updates, and the learner logs the measured lag per batch.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Callable
+
+import jax
+
+
+class ActorError(RuntimeError):
+  """An actor thread failed; the message names the actor and the original error."""
+
+
+class ParamStore:
+  """The newest parameters and their version: written by the learner, read by every actor."""
+
+  def __init__(self, params, version: int = 0, device=None):
+    self._device = device
+    self._lock = threading.Lock()
+    self.syncs = 0  # times an actor picked up a newer version
+    self.publish(params, version)
+
+  def publish(self, params, version: int) -> None:
+    params = jax.device_put(params, self._device) if self._device is not None else params
+    with self._lock:
+      self._params, self._version = params, version
+
+  def get(self, seen_version: int = -1) -> tuple[Any, int]:
+    with self._lock:
+      if self._version != seen_version:
+        self.syncs += 1
+      return self._params, self._version
+
+
+class ActorPool:
+  """Runs `num_actors` threads; `make_actor(i)` builds actor i's `(rollout, carry)` inside its thread."""
+
+  def __init__(self, make_actor: Callable[[int], tuple[Any, Any]], num_actors: int, store: ParamStore,
+               queue_size: int):
+    self.store, self.num_actors = store, num_actors
+    self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+    self._make_actor = make_actor
+    self._stop = threading.Event()
+    self._errors: queue.Queue = queue.Queue()
+    self.last_output = [None] * num_actors  # time of each actor's last trajectory
+    self._threads = [threading.Thread(target=self._run, args=(i,), name=f"actor-{i}", daemon=True)
+                     for i in range(num_actors)]
+
+  def start(self) -> "ActorPool":
+    self.started = time.time()
+    for t in self._threads:
+      t.start()
+    return self
+
+  def _run(self, i: int) -> None:
+    rollout = None
+    try:
+      rollout, carry = self._make_actor(i)
+      version = -1
+      while not self._stop.is_set():
+        params, version = self.store.get(version)
+        traj, carry = rollout.collect(params, carry)
+        self.last_output[i] = time.time()
+        while not self._stop.is_set():
+          try:
+            self.queue.put((traj, version, i), timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except BaseException as e:  # noqa: BLE001  (reported to the learner, which re-raises)
+      self._errors.put((i, e))
+      self._stop.set()
+    finally:
+      if rollout is not None:
+        rollout.close()
+
+  def _raise_if_failed(self) -> None:
+    if not self._errors.empty():
+      i, e = self._errors.get()
+      raise ActorError(f"actor {i} failed: {type(e).__name__}: {e}") from e
+
+  def get(self, timeout: float) -> tuple[Any, int, int]:
+    """Next (trajectory, parameter version, actor id). Raises ActorError if an actor failed, TimeoutError naming the
+    stuck actors if nothing arrives within `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+      self._raise_if_failed()
+      try:
+        return self.queue.get(timeout=0.1)
+      except queue.Empty:
+        if time.time() > deadline:
+          now = time.time()
+          stuck = [f"actor {i} ({'no output yet' if t is None else f'last output {now - t:.0f} s ago'})"
+                   for i, t in enumerate(self.last_output) if t is None or now - t > timeout]
+          raise TimeoutError(f"no trajectory for {timeout:.0f} s; stuck: {', '.join(stuck) or 'none'}")
+
+  def stop(self, timeout: float = 10.0) -> None:
+    """Stops every actor and waits for them (each finishes its current rollout, then closes its envs)."""
+    self._stop.set()
+    deadline = time.time() + timeout
+    for t in self._threads:
+      while t.is_alive() and time.time() < deadline:
+        try:  # unblock actors waiting on a full queue
+          self.queue.get_nowait()
+        except queue.Empty:
+          pass
+        t.join(timeout=0.05)

@@ -1,0 +1,99 @@
+"""Train IMPALA (V-trace) on envpool: CPU actor threads feed a learner through a bounded queue.
+
+`python run_impala.py` trains on Pong; `python run_impala.py --env CartPole-v1` on a cheap check. Same run
+directory, logs, checkpoints and `--resume RUN_DIR` as run_ppo.py.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import jax
+import numpy as np
+
+from algorithms import acting, impala, normalize
+from algorithms.impala_config import ImpalaConfig
+from algorithms.parallel import lift
+from algorithms.runtime import trainer, xla
+from algorithms.runtime.cli import UsageError, main_guard, parse
+from envs.actors import ActorError, ActorPool, ParamStore
+from envs.rollout import concat_trajectories, make_rollout
+
+LEARNER_METRICS = ["loss", "policy_loss", "value_loss", "entropy", "kl", "rho_mean", "rho_clip_frac",
+                   "learning_rate", "grad_norm", "learn_time", "queue_size", "param_syncs", "policy_lag",
+                   "policy_lag_max"]
+
+
+def actor_device(name: str | None):
+  if name is None:
+    return None
+  try:
+    return jax.devices(name)[0]
+  except RuntimeError:
+    raise UsageError(f"--actor-device {name}: no such JAX platform here (try cpu)") from None
+
+
+@main_guard
+def main(argv: list[str] | None = None) -> int:
+  config = parse(ImpalaConfig, argv, __doc__)
+  setup = trainer.setup(config, ImpalaConfig, algo="impala")
+  config, spec, network = setup.config, setup.spec, setup.network
+  xla.configure(spec.image_obs)
+  device = actor_device(config.actor_device)
+  run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
+                       fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)
+  state, start_step = run.state, run.start_step
+
+  act_fn = acting.make_act_fn(network, spec.discrete, normalize_obs=False)
+  greedy_fn = acting.make_greedy_fn(network, spec.discrete, normalize_obs=False)
+  update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs))
+  store = ParamStore(state.params, int(state.update), device)
+  no_norm = normalize.init(())
+
+  def make_actor(i: int):
+    key = jax.random.fold_in(state.key, i)
+    if device is not None:
+      key = jax.device_put(key, device)
+    rollout = make_rollout(spec, config.envs_per_actor, config.unroll_length, 1,
+                           config.seed + start_step + i * config.envs_per_actor, act_fn, run.tracker,
+                           tracker_offset=i * config.envs_per_actor)
+    return rollout, (no_norm, key)
+
+  policy = lambda obs: greedy_fn(state.params, no_norm, obs)  # noqa: E731  (reads the latest state)
+  pool = ActorPool(make_actor, config.num_actors, store, config.queue_size).start()
+  try:
+    for update in range(start_step // config.steps_per_update, config.num_updates):
+      items, n = [], 0
+      while n < config.batch_size:
+        traj, version, _ = pool.get(config.queue_timeout)
+        items.append((traj, version))
+        n += traj.rewards.shape[1]
+      lags = [int(state.update) - v for _, v in items]
+      t0 = time.perf_counter()
+      new_state, metrics = update_fn(state, concat_trajectories([t for t, _ in items]))
+      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics.update(learn_time=time.perf_counter() - t0, queue_size=pool.queue.qsize(), param_syncs=store.syncs,
+                     policy_lag=float(np.mean(lags)), policy_lag_max=max(lags))
+      step = (update + 1) * config.steps_per_update
+      if not all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm")):
+        return run.stop_non_finite(step, metrics)
+      state = new_state
+      store.publish(state.params, int(state.update))
+      run.step(step, state, metrics, policy, final=update == config.num_updates - 1)
+  except KeyboardInterrupt:
+    pool.stop()
+    run.interrupted(state)
+    return 130
+  except (ActorError, TimeoutError) as e:
+    pool.stop()
+    run.close()
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  pool.stop()
+  run.finish(state, policy)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
