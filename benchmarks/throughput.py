@@ -24,6 +24,8 @@ SETTINGS = {
     # The reproduced PARL settings (shared/REFERENCE.md).
     "mujoco": dict(env="HalfCheetah-v4"),
     "atari": dict(env="Pong-v5"),
+    # IMPALA's defaults (2 actor threads x 16 envs, unroll 20, batch 32) against PPO's Atari setting, same network.
+    "impala": dict(env="Pong-v5"),
 }
 
 
@@ -93,6 +95,75 @@ def measure(setting: str, repeats: int, **overrides) -> dict:
               backend=jax.default_backend())
 
 
+def measure_impala(repeats: int, updates: int = 8) -> dict:
+  """IMPALA learner steps/s against raw envpool (same env count) and one PPO iteration, alternating per repeat."""
+  from algorithms.runtime import xla
+  from envs import resolve_env
+  spec = resolve_env("Pong-v5")
+  xla.configure(spec.image_obs)
+  import jax
+  import networks
+  from algorithms import acting, impala, normalize
+  from algorithms.impala_config import ImpalaConfig
+  from algorithms.parallel import lift
+  from envs import EpisodeTracker, make_env
+  from envs.actors import ActorPool, ParamStore
+  from envs.rollout import concat_trajectories, make_rollout
+
+  cfg = ImpalaConfig(env="Pong-v5").resolve(spec.family, "nature_cnn")
+  net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
+  state = impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
+  update = lift(impala.make_update_fn(cfg, net, True, True))
+  act = acting.make_act_fn(net, True, False)
+  tracker = EpisodeTracker(cfg.num_envs)
+  raw_env = make_env(spec.env_id, cfg.num_envs, 1)
+
+  def make_actor(i):
+    return (make_rollout(spec, cfg.envs_per_actor, cfg.unroll_length, 1, 100 * i, act, tracker,
+                         tracker_offset=i * cfg.envs_per_actor), (normalize.init(()), jax.random.PRNGKey(i)))
+
+  def impala_phase(state, n):
+    store = ParamStore(state.params, int(state.update))
+    pool = ActorPool(make_actor, cfg.num_actors, store, cfg.queue_size).start()
+    times, learn = [], 0.0
+    try:
+      for k in range(n + 1):  # the first update of a phase waits for actors to start: not timed
+        t0 = time.perf_counter()
+        items, got = [], 0
+        while got < cfg.batch_size:
+          traj, _, _ = pool.get(cfg.queue_timeout)
+          items.append(traj)
+          got += traj.rewards.shape[1]
+        t1 = time.perf_counter()
+        state, metrics = update(state, concat_trajectories(items))
+        jax.block_until_ready(metrics)
+        store.publish(state.params, int(state.update))
+        if k:
+          times.append(time.perf_counter() - t0)
+          learn += time.perf_counter() - t1
+    finally:
+      pool.stop()
+    return state, cfg.steps_per_update * n / sum(times), learn / n
+
+  t0 = time.perf_counter()
+  state, _, _ = impala_phase(state, 1)  # compiles
+  compile_s = time.perf_counter() - t0
+  ppo_result = measure("atari", repeats)  # PPO's own alternation with raw envpool (8 envs), in this process
+  raw, train, learn = [], [], []
+  for _ in range(repeats):
+    raw.append(raw_envpool(spec, cfg.num_envs, cfg.steps_per_update * 2, seed=len(raw), env=raw_env))
+    state, sps, lt = impala_phase(state, updates)
+    train.append(sps)
+    learn.append(lt)
+  raw_sps, impala_sps = statistics.median(raw), statistics.median(train)
+  return dict(setting="impala", env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.steps_per_update,
+              epochs_x_minibatches="1x1", raw_sps=round(raw_sps), ppo_sps=round(impala_sps),
+              ratio=round(impala_sps / raw_sps, 3), rollout_s=None, update_s=round(statistics.median(learn), 3),
+              env_groups=f"{cfg.num_actors} actors", first_iteration_s=round(compile_s, 1), repeats=repeats,
+              backend=jax.default_backend(), ppo_atari_sps=ppo_result["ppo_sps"],
+              impala_over_ppo=round(impala_sps / ppo_result["ppo_sps"], 2))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", choices=sorted(SETTINGS), action="append",
@@ -104,7 +175,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   settings = args.setting or sorted(SETTINGS)
   results = []
-  if len(settings) == 1:
+  if settings == ["impala"]:
+    results.append(measure_impala(args.repeats))
+  elif len(settings) == 1:
     for groups in args.env_groups or [None]:
       results.append(measure(settings[0], args.repeats, **({} if groups is None else {"env_groups": groups})))
   else:  # XLA flags differ per setting and are read once per process
@@ -119,12 +192,12 @@ def main(argv=None) -> int:
       f.write(json.dumps(results) + "\n")
     if args.json == "/dev/stdout":
       return 0
-  cols = list(results[0])
+  cols = list(dict.fromkeys(k for r in results for k in r))
   print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for r in results:
-    print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")
   return 0
 
 
