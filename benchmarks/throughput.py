@@ -89,7 +89,7 @@ def measure(setting: str, repeats: int, **overrides) -> dict:
   raw_sps, ppo_sps = statistics.median(raw), statistics.median(train)
   return dict(setting=setting, env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.batch_size,
               epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}", raw_sps=round(raw_sps),
-              ppo_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
+              train_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
               rollout_s=round(statistics.median(collect), 3), update_s=round(statistics.median(learn), 3),
               env_groups=cfg.env_groups, first_iteration_s=round(compile_s, 1), repeats=repeats,
               backend=jax.default_backend())
@@ -157,11 +157,11 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
     learn.append(lt)
   raw_sps, impala_sps = statistics.median(raw), statistics.median(train)
   return dict(setting="impala", env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.steps_per_update,
-              epochs_x_minibatches="1x1", raw_sps=round(raw_sps), ppo_sps=round(impala_sps),
+              epochs_x_minibatches="1x1", raw_sps=round(raw_sps), train_sps=round(impala_sps),
               ratio=round(impala_sps / raw_sps, 3), rollout_s=None, update_s=round(statistics.median(learn), 3),
               env_groups=f"{cfg.num_actors} actors", first_iteration_s=round(compile_s, 1), repeats=repeats,
-              backend=jax.default_backend(), ppo_atari_sps=ppo_result["ppo_sps"],
-              impala_over_ppo=round(impala_sps / ppo_result["ppo_sps"], 2))
+              backend=jax.default_backend(), ppo_atari_sps=ppo_result["train_sps"],
+              impala_over_ppo=round(impala_sps / ppo_result["train_sps"], 2))
 
 
 def main(argv=None) -> int:
