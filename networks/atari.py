@@ -1,4 +1,4 @@
-"""Nature-CNN actor-critic (Mnih et al. 2015) with a shared trunk, as in PPO's and PARL's Atari agents."""
+"""Atari actor-critics with shared trunks: Nature CNN (Mnih et al. 2015; PPO and PARL) and IMPALA's deep ResNet."""
 from __future__ import annotations
 
 import flax.linen as nn
@@ -32,3 +32,40 @@ class NatureCNN(nn.Module):
 @register("nature_cnn", actions=("discrete",), observations=("image",))
 def nature_cnn(action_dim: int) -> nn.Module:
   return NatureCNN(action_dim)
+
+
+class ResidualBlock(nn.Module):
+  channels: int
+
+  @nn.compact
+  def __call__(self, x):
+    y = nn.Conv(self.channels, (3, 3), padding="SAME")(nn.relu(x))
+    y = nn.Conv(self.channels, (3, 3), padding="SAME")(nn.relu(y))
+    return x + y
+
+
+class ImpalaResNet(nn.Module):
+  """IMPALA's deep network (Espeholt et al. 2018, fig. 3): three stacks (16, 32, 32 channels) of conv 3x3, max-pool
+  3x3 stride 2 and two residual blocks (15 conv layers), then a 256-unit layer; a shared trunk for policy and value.
+  Input: uint8 frames [B, C, H, W]. Output: (logits [B, A], value [B])."""
+  action_dim: int
+  channels: tuple[int, ...] = (16, 32, 32)
+
+  @nn.compact
+  def __call__(self, obs):
+    x = jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
+    for ch in self.channels:
+      x = nn.Conv(ch, (3, 3), padding="SAME")(x)
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = ResidualBlock(ch)(x)
+      x = ResidualBlock(ch)(x)
+    x = nn.relu(x).reshape((x.shape[0], -1))
+    x = nn.relu(nn.Dense(256)(x))
+    logits = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01))(x)
+    value = nn.Dense(1, kernel_init=orthogonal(1.0))(x)
+    return logits, value[..., 0]
+
+
+@register("impala_resnet", actions=("discrete",), observations=("image",))
+def impala_resnet(action_dim: int) -> nn.Module:
+  return ImpalaResNet(action_dim)

@@ -81,3 +81,14 @@ def test_readme_network_example_works():
   (logits, value), _ = _init_apply("wide_mlp", True, False, 3, jnp.zeros((2, 8)))
   chex.assert_shape(logits, (2, 3))
   chex.assert_shape(value, (2,))
+
+
+def test_impala_resnet_has_15_convs_and_the_right_shapes():
+  obs = jnp.zeros((2, 4, 84, 84), jnp.uint8)
+  (logits, value), params = _init_apply("impala_resnet", True, True, 6, obs)
+  chex.assert_shape(logits, (2, 6))
+  chex.assert_shape(value, (2,))
+  kernels = [p for path, p in jax.tree_util.tree_flatten_with_path(params)[0]
+             if "kernel" in jax.tree_util.keystr(path) and p.ndim == 4]
+  assert len(kernels) == 15
+  assert sorted({k.shape[-1] for k in kernels}) == [16, 32]
