@@ -15,7 +15,7 @@ import numpy as np
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
 from algorithms.parallel import lift
-from algorithms.runtime import trainer, xla
+from algorithms.runtime import trainer
 from algorithms.runtime.cli import UsageError, main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
   config = parse(ImpalaConfig, argv, __doc__)
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
-  xla.configure(spec.image_obs)
   device = actor_device(config.actor_device)
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)

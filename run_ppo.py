@@ -14,7 +14,6 @@ from algorithms import acting, ppo
 from algorithms.parallel import lift
 from algorithms.ppo_config import PPOConfig
 from algorithms.runtime import trainer
-from algorithms.runtime import xla
 from algorithms.runtime.cli import main_guard, parse
 from envs.rollout import make_rollout
 
@@ -27,7 +26,6 @@ def main(argv: list[str] | None = None) -> int:
   config = parse(PPOConfig, argv, __doc__)
   setup = trainer.setup(config, PPOConfig, algo="ppo")
   config, spec, network = setup.config, setup.spec, setup.network
-  xla.configure(spec.image_obs)
   run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
   state, start_step = run.state, run.start_step

@@ -54,12 +54,11 @@ def make_network(name: str, *, discrete: bool, image_obs: bool, action_dim: int)
     raise NetworkError(f"unknown --network '{name}'; registered: {', '.join(names())}")
   entry = _REGISTRY[name]
   action_kind, obs_kind = ("discrete" if discrete else "continuous"), ("image" if image_obs else "vector")
+  fits = [n for n, e in sorted(_REGISTRY.items()) if action_kind in e.actions and obs_kind in e.observations]
   if action_kind not in entry.actions:
-    fits = [n for n, e in sorted(_REGISTRY.items()) if action_kind in e.actions and obs_kind in e.observations]
     raise NetworkError(f"--network {name} is for {'/'.join(entry.actions)} actions but this env has {action_kind} "
                        f"actions; use --network {' or '.join(fits)}")
   if obs_kind not in entry.observations:
-    fits = [n for n, e in sorted(_REGISTRY.items()) if action_kind in e.actions and obs_kind in e.observations]
     raise NetworkError(f"--network {name} takes {'/'.join(entry.observations)} observations but this env has "
                        f"{obs_kind} observations; use --network {' or '.join(fits)}")
   return entry.factory(action_dim)

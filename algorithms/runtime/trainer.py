@@ -16,7 +16,7 @@ import numpy as np
 
 import networks
 from algorithms.config import RunConfig, flag
-from algorithms.runtime import rundir
+from algorithms.runtime import rundir, xla
 from algorithms.runtime.checkpoint import Checkpointer
 from algorithms.runtime.cli import UsageError
 from algorithms.runtime.logger import RunLogger
@@ -40,7 +40,7 @@ class Setup:
 
 
 def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
-  """Validates everything a user can get wrong before anything is written."""
+  """Validates everything a user can get wrong before anything is written, and sets XLA's flags for the env."""
   resuming = config.resume is not None
   if resuming:
     changed = [flag(f.name) for f in dataclasses.fields(config_cls)
@@ -65,6 +65,7 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
     config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
   if not resuming:
     rundir.check_new_run_dir(config.run_dir, config.overwrite)
+  xla.configure(spec.image_obs)  # before the first JAX computation
   return Setup(config, spec, network, resuming)
 
 
