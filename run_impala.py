@@ -26,12 +26,15 @@ LEARNER_METRICS = ["loss", "policy_loss", "value_loss", "entropy", "kl", "rho_me
 
 
 def actor_device(name: str | None):
+  """`cpu`, `gpu`, or `platform:index` such as `cpu:1`."""
   if name is None:
     return None
+  platform, _, index = name.partition(":")
   try:
-    return jax.devices(name)[0]
-  except RuntimeError:
-    raise UsageError(f"--actor-device {name}: no such JAX platform here (try cpu)") from None
+    devices = jax.devices(platform)
+    return devices[int(index or 0)]
+  except (RuntimeError, ValueError, IndexError):
+    raise UsageError(f"--actor-device {name}: no such JAX device here (try cpu or cpu:0)") from None
 
 
 @main_guard
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     run.close()
     print(f"error: {e}", file=sys.stderr)
     return 1
-  pool.stop()
+  finally:
+    pool.stop()  # also when the learner itself raises: no actor thread outlives the run
   run.finish(state, policy)
   return 0
 

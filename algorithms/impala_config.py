@@ -57,7 +57,8 @@ class ImpalaConfig(RunConfig):
   forward_chunks: int | None = None
   """Evaluate each batch in this many equal slices (same result; default 4 for conv nets on CPU)."""
   actor_device: str | None = None
-  """JAX platform the actors act on, e.g. `cpu` to keep a GPU for the learner (default: JAX's default device)."""
+  """JAX device the actors act on: a platform (`cpu`, `gpu`) or `platform:index` such as `cpu:1`; `cpu` keeps a GPU
+  for the learner (default: JAX's default device, where the learner runs)."""
 
   def __post_init__(self):
     super().__post_init__()

@@ -162,3 +162,47 @@ def test_bad_input(argv, match, capsys, tmp_path):
 def test_too_many_actors_warns(capsys):
   ImpalaConfig(env="CartPole-v1", num_actors=64, envs_per_actor=1, batch_size=32).resolve("classic", "mlp")
   assert "warning: --num-actors 64" in capsys.readouterr().err
+
+
+def test_actors_and_learner_on_different_devices(tmp_path):
+  """Two forced host devices: the learner on cpu:0, the actors on cpu:1 (parameters are copied over on publish)."""
+  import os
+  import subprocess
+  import sys
+  from conftest import ROOT
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  code = ("import jax, run_impala, envs.actors as a\n"
+          "seen = []\n"
+          "orig = a.ParamStore.publish\n"
+          "def publish(self, params, version):\n"
+          "  orig(self, params, version); seen.append({d.id for x in jax.tree.leaves(self._params) for d in x.devices()})\n"
+          "a.ParamStore.publish = publish\n"
+          f"rc = run_impala.main(['--env', 'CartPole-v1', '--total-timesteps', '1280', '--eval-every', '0', "
+          f"'--actor-device', 'cpu:1', '--no-progress', '--run-dir', r'{tmp_path / 'r'}'])\n"
+          "assert rc == 0 and len(jax.devices()) == 2 and seen and all(s == {1} for s in seen), seen\n")
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+  import os
+  import signal
+  import subprocess
+  import sys
+  from conftest import ROOT
+  run_dir = tmp_path / "interrupted"
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1",
+                           "--total-timesteps", "4000000", "--eval-every", "0", "--no-progress", "--run-dir",
+                           str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not ((run_dir / "progress.csv").exists()
+                                        and len((run_dir / "progress.csv").read_text().splitlines()) > 3):
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGINT)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 130, err[-2000:]
+  assert "interrupted: checkpoint at step" in err
+  from algorithms.runtime.checkpoint import Checkpointer
+  steps = Checkpointer(str(run_dir)).steps()
+  last_logged = int(read_csv(run_dir / "progress.csv")[-1]["global_step"])
+  assert steps and max(steps) == last_logged
