@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1
   finally:
     pool.stop()  # also when the learner itself raises: no actor thread outlives the run
-  run.finish(state, policy)
+  run.finish()
   return 0
 
 

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     return 130
   finally:
     rollout.close()
-  run.finish(state, policy)
+  run.finish()
   return 0
 
 

@@ -11,7 +11,6 @@ not timed. The machine's speed drifts, so only the ratios within one run compare
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform

@@ -71,7 +71,6 @@ class Rollout:
     self.num_envs = int(starts[-1])
     self.obs = [self._cast(env.reset()[0]) for env in envs]
     self.reset_next = np.zeros(self.num_envs, bool)  # next step is an auto-reset step
-    self.env_steps = 0  # includes auto-reset steps: that is what envpool simulated
 
   @staticmethod
   def _cast(obs: np.ndarray) -> np.ndarray:
@@ -114,7 +113,6 @@ class Rollout:
         self.envs[g].send(env_action)
     for g in range(len(self.slices)):
       receive(g, T - 1)
-    self.env_steps += T * N
     traj = Trajectory(obs=obs_buf, actions=actions, logp=logp, values=values, rewards=rewards,
                       terminations=terms, truncations=truncs, mask=mask, last_obs=np.concatenate(self.obs))
     return traj, carry

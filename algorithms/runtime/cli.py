@@ -8,7 +8,7 @@ import contextlib
 import io
 import re
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 import tyro
 
@@ -19,7 +19,7 @@ class UsageError(Exception):
   """An error the user can fix by changing a flag, an env id, a path or a checkpoint."""
 
 
-def fail(message: str) -> "NoReturn":  # noqa: F821
+def fail(message: str) -> NoReturn:
   print(f"error: {message}", file=sys.stderr)
   raise SystemExit(2)
 

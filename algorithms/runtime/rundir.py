@@ -34,7 +34,7 @@ def create_run_dir(path: str, config, overwrite: bool) -> None:
     json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
 
 
-def load_config(path: str, config_cls: type, algo_field_check: str | None = None):
+def load_config(path: str, config_cls: type):
   """Reads a run directory's config.json into `config_cls`; UsageError if it is not a run directory of that kind."""
   cfg_path = os.path.join(path, CONFIG)
   if not os.path.isdir(path):
@@ -48,6 +48,6 @@ def load_config(path: str, config_cls: type, algo_field_check: str | None = None
     raise UsageError(f"--resume {path}: unreadable {CONFIG} ({e})") from None
   names = {f.name for f in dataclasses.fields(config_cls)}
   unknown = sorted(set(data) - names)
-  if unknown or (algo_field_check and algo_field_check not in data):
-    raise UsageError(f"--resume {path}: {CONFIG} is not a {config_cls.__name__} (fields {unknown or 'missing'})")
+  if unknown:
+    raise UsageError(f"--resume {path}: {CONFIG} is not a {config_cls.__name__} (unknown fields {unknown})")
   return config_cls(**data)

@@ -6,7 +6,6 @@ This is the only part of `algorithms/` that touches the env side (to resolve ids
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from typing import Any, Callable
@@ -143,7 +142,7 @@ class Run:
     self.close()
     print(f"interrupted: checkpoint at step {step}; continue with --resume {self.config.run_dir}", file=sys.stderr)
 
-  def finish(self, state, policy: Callable) -> None:
+  def finish(self) -> None:
     self.close()
     ret, ev = self.tracker.mean_return(), self.last_eval
     print(f"done: {self.config.total_timesteps} steps in {self.walltime():.0f}s, episode_return {ret:.2f}, "
