@@ -5,7 +5,6 @@ directory, logs, checkpoints and `--resume RUN_DIR` as run_ppo.py.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -78,17 +77,16 @@ def main(argv: list[str] | None = None) -> int:
       metrics.update(learn_time=time.perf_counter() - t0, queue_size=pool.queue.qsize(), param_syncs=store.syncs,
                      policy_lag=float(np.mean(lags)), policy_lag_max=max(lags))
       step = (update + 1) * config.steps_per_update
-      if not all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm")):
+      if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)
       state = new_state
       store.publish(state.params, int(state.update))
       run.step(step, state, metrics, policy, final=update == config.num_updates - 1)
   except KeyboardInterrupt:
-    pool.stop()
+    pool.stop()  # before the checkpoint, so no actor writes to the tracker while it is saved
     run.interrupted(state)
     return 130
   except (ActorError, TimeoutError) as e:
-    pool.stop()
     run.close()
     print(f"error: {e}", file=sys.stderr)
     return 1

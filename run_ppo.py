@@ -5,7 +5,6 @@ Writes config.json, progress.csv, TensorBoard events and orbax checkpoints to th
 """
 from __future__ import annotations
 
-import math
 import sys
 
 import jax
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
       new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
       step = (update + 1) * config.batch_size
-      if not all(math.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm")):
+      if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)
       state = new_state
       run.step(step, state, metrics, policy, final=update == config.num_updates - 1)

@@ -127,6 +127,11 @@ class Run:
     meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime())
     self.checkpointer.save(step, state, meta)
 
+  @staticmethod
+  def non_finite(metrics: dict) -> bool:
+    """Whether the update's losses or gradient norm are NaN or infinite (the state must then not be kept)."""
+    return not all(np.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm"))
+
   def stop_non_finite(self, step: int, metrics: dict) -> int:
     bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.isfinite(v))
     last = max(self.checkpointer.steps(), default=None)
