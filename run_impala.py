@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                            tracker_offset=i * config.envs_per_actor)
     return rollout, (no_norm, key)
 
-  policy = lambda obs: greedy_fn(state.params, no_norm, obs)  # noqa: E731  (reads the latest state)
+  policy = lambda j: lambda obs: greedy_fn(state.params, no_norm, obs)  # noqa: E731  (reads the latest state)
   pool = ActorPool(make_actor, config.num_actors, store, config.queue_size).start()
   try:
     for update in range(start_step // config.steps_per_update, config.num_updates):

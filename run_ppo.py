@@ -28,19 +28,26 @@ def main(argv: list[str] | None = None) -> int:
   run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
   state, start_step = run.state, run.start_step
+  K = config.num_seeds
 
-  act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs)
+  act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs, num_agents=K)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, config.normalize_obs)
-  update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs))
-  rollout = make_rollout(spec, config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
+  update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs), num_agents=K,
+                   split=ppo.split_agents)
+  # NOTE: envpool seeds env i with `seed + i`, so agent j's envs get the seeds a single run with seed
+  # `seed + j * num_envs` would use (config.agent_seeds).
+  rollout = make_rollout(spec, K * config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
                          act_fn, run.tracker)
-  policy = lambda obs: greedy_fn(state.params, state.obs_norm, obs)  # noqa: E731  (reads the latest state)
+
+  def policy(j: int):  # agent j's greedy policy, reading the latest state
+    agent = state if K == 1 else jax.tree.map(lambda x: x[j], state)
+    return lambda obs: greedy_fn(agent.params, agent.obs_norm, obs)
 
   try:
     for update in range(start_step // config.batch_size, config.num_updates):
       traj, (obs_norm, actor_key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
       new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics = jax.device_get(metrics)
       step = (update + 1) * config.batch_size
       if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)

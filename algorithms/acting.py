@@ -9,8 +9,11 @@ from algorithms import normalize
 from networks import distribution
 
 
-def make_act_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
+def make_act_fn(network: nn.Module, discrete: bool, normalize_obs: bool, num_agents: int = 1):
   """Jitted `act(params, carry, obs) -> (packed, carry)` for the rollout; carry is `(obs_norm, key)`.
+
+  With `num_agents` K > 1, params and carry are stacked over agents and obs [K * N, ...] holds agent j's envs in
+  rows j * N ... (j + 1) * N - 1; each agent acts on its own rows, and `packed` keeps that row order.
 
   `packed` is one float32 array [N, K] = [action (1 column if discrete, else A), log-prob, value, normalised obs
   (only with normalisation)], so the host fetches one buffer per step.
@@ -19,7 +22,6 @@ def make_act_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
   """
   dist = distribution(discrete)
 
-  @jax.jit
   def act(params, carry, obs):
     obs_norm, key = carry
     x = obs
@@ -35,7 +37,15 @@ def make_act_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
       cols.append(x.reshape(x.shape[0], -1))
     return jnp.concatenate(cols, axis=1), (obs_norm, key)
 
-  return act
+  if num_agents == 1:
+    return jax.jit(act)
+
+  @jax.jit
+  def act_agents(params, carry, obs):
+    packed, carry = jax.vmap(act)(params, carry, obs.reshape((num_agents, -1) + obs.shape[1:]))
+    return packed.reshape((-1,) + packed.shape[2:]), carry
+
+  return act_agents
 
 
 def make_greedy_fn(network: nn.Module, discrete: bool, normalize_obs: bool):

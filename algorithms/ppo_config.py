@@ -60,6 +60,11 @@ class PPOConfig(RunConfig):
   """Split the envs into this many envpools and pipeline them, so the policy runs on one group while the others
   simulate. Must divide num_envs. On 2 CPU cores it does not pay (Pong rollout 0.50 s with 1 group, 0.53-0.66 s with
   2: benchmarks/RESULTS.md); with spare cores or an accelerator it can."""
+  num_seeds: int = 1
+  """Train this many independent agents in one process (own parameters, optimiser and normaliser state, PRNG and
+  logs), over one envpool of num_seeds x num_envs envs, the update vmapped over agents. Agent j uses seed
+  `seed + j * num_envs` (its envs are envpool's envs j * num_envs ... with those seeds), so it repeats the
+  single-seed run with that seed; logs go to RUN_DIR/seed<S>/."""
   forward_chunks: int | None = None
   """Evaluate each minibatch in this many equal slices (same result; default: 4 for conv nets on CPU, where it runs
   ~2.5x faster; 1 elsewhere). Must divide the minibatch size."""
@@ -68,7 +73,7 @@ class PPOConfig(RunConfig):
     super().__post_init__()
     check_positive(self, "num_steps", "num_minibatches", "update_epochs", "learning_rate", "adam_eps", "clip_coef",
                    "max_grad_norm", "scan_unroll", "forward_chunks",
-                   "env_groups")
+                   "env_groups", "num_seeds")
     check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
     check_range(self, "gamma", 0.0, 1.0)
     check_range(self, "gae_lambda", 0.0, 1.0)
@@ -82,6 +87,8 @@ class PPOConfig(RunConfig):
     if cfg.batch_size % cfg.num_minibatches:
       raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide the batch "
                         f"(--num-envs {cfg.num_envs} x --num-steps {cfg.num_steps} = {cfg.batch_size})")
+    if cfg.num_seeds > 1 and cfg.env_groups > 1:
+      raise ConfigError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
     if cfg.num_envs % cfg.env_groups:
       raise ConfigError(f"--env-groups {cfg.env_groups} does not divide --num-envs {cfg.num_envs}")
     if cfg.forward_chunks and cfg.minibatch_size % cfg.forward_chunks:
@@ -95,6 +102,10 @@ class PPOConfig(RunConfig):
   @property
   def batch_size(self) -> int:
     return self.num_envs * self.num_steps
+
+  @property
+  def agent_seeds(self) -> list[int]:
+    return [self.seed + j * self.num_envs for j in range(self.num_seeds)]
 
   @property
   def minibatch_size(self) -> int:

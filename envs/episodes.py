@@ -93,3 +93,35 @@ class EpisodeTracker:
       self.recent_returns.extend(d.get("recent_returns", []))
       self.recent_lengths.extend(d.get("recent_lengths", []))
       self.episodes = int(d.get("episodes", 0))
+
+
+class AgentTrackers:
+  """One EpisodeTracker per agent when K agents share one envpool: agent j owns envs [j * n, (j + 1) * n).
+
+  Same `update` interface as EpisodeTracker (env indices are global), so the acting loops need not know about agents.
+  """
+
+  def __init__(self, num_agents: int, envs_per_agent: int, window: int = 100):
+    self.envs_per_agent = envs_per_agent
+    self.agents = [EpisodeTracker(envs_per_agent, window) for _ in range(num_agents)]
+
+  def update(self, reward, terminated, truncated, info, reset_step, envs: slice = slice(None)
+             ) -> list[tuple[int, float, int]]:
+    n, total = self.envs_per_agent, self.envs_per_agent * len(self.agents)
+    start, stop = envs.start or 0, total if envs.stop is None else envs.stop
+    finished = []
+    for j in range(start // n, (stop - 1) // n + 1):
+      a, b = max(start, j * n), min(stop, (j + 1) * n)
+      local = slice(a - start, b - start)
+      sub_info = {k: info[k][local] for k in ("reward", "terminated", "elapsed_step") if k in info}
+      for i, ret, length in self.agents[j].update(reward[local], terminated[local], truncated[local], sub_info,
+                                                  reset_step[local], envs=slice(a - j * n, b - j * n)):
+        finished.append((i + j * n, ret, length))
+    return finished
+
+  def state_dict(self) -> dict:
+    return {"agents": [t.state_dict() for t in self.agents]}
+
+  def load_state_dict(self, d: dict) -> None:
+    for t, sub in zip(self.agents, d.get("agents", [d])):
+      t.load_state_dict(sub)

@@ -6,11 +6,15 @@ This is the only part of `algorithms/` that touches the env side (to resolve ids
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import platform
 import sys
 import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import networks
@@ -19,12 +23,25 @@ from algorithms.runtime import rundir, xla
 from algorithms.runtime.checkpoint import Checkpointer
 from algorithms.runtime.cli import UsageError
 from algorithms.runtime.logger import RunLogger
-from envs import EpisodeTracker, UnknownEnvError, resolve_env
+from envs import AgentTrackers, UnknownEnvError, resolve_env
 from envs.rollout import evaluate
 
 BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_return_max", "episode_return_min",
                 "episode_length", "episode_length_max", "episode_length_min", "episodes", "eval_return"]
 _RESUME_KEEPS = ("resume", "progress", "track")
+RESULT = "result.json"
+
+
+def hardware() -> str:
+  """The machine in a few words, for reports: CPU, core count, JAX devices."""
+  devices = jax.devices()
+  return (f"{platform.machine()} {os.cpu_count()} cores, {len(devices)}x {devices[0].device_kind} "
+          f"({jax.default_backend()})")
+
+
+def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
+  """Where agent j logs: the run directory itself for one agent, RUN_DIR/seed<S>/ for several."""
+  return run_dir if len(seeds) == 1 else os.path.join(run_dir, f"seed{seeds[j]}")
 
 
 @dataclasses.dataclass
@@ -69,13 +86,21 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
 
 
 class Run:
-  """Owns the run directory's sinks and the logging, evaluation and checkpoint cadence."""
+  """Owns the run directory's sinks and the logging, evaluation and checkpoint cadence.
+
+  With several agents (`--num-seeds`), the state is stacked over a leading agent axis and one checkpoint holds all
+  of them; each agent has its own episode statistics, evaluations and logs.
+  """
 
   def __init__(self, setup: Setup, init_fn, fieldnames: list[str]):
     cfg = self.config = setup.config
     self.spec = setup.spec
-    state = init_fn(jax.random.PRNGKey(cfg.seed))
-    self.tracker = EpisodeTracker(cfg.num_envs)
+    self.seeds = list(getattr(cfg, "agent_seeds", [cfg.seed]))
+    if len(self.seeds) == 1:
+      state = init_fn(jax.random.PRNGKey(cfg.seed))
+    else:
+      state = jax.vmap(init_fn)(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
+    self.tracker = AgentTrackers(len(self.seeds), cfg.num_envs)
     meta = {}
     self.start_step = 0
     if setup.resuming:
@@ -93,10 +118,14 @@ class Run:
     self.walltime0 = float(meta.get("walltime", 0.0))
     self.t0 = self.t_last = time.time()
     self.step_last = self.start_step
-    self.last_eval = None
-    self.logger = RunLogger(cfg.run_dir, fieldnames, total_steps=cfg.total_timesteps, start_step=self.start_step,
-                            config=dataclasses.asdict(cfg), track=cfg.track, wandb_project=cfg.wandb_project,
-                            progress=cfg.progress)
+    self.last_eval: list[float | None] = [None] * len(self.seeds)
+    self.loggers = []
+    for j, seed in enumerate(self.seeds):
+      path = agent_dir(cfg.run_dir, self.seeds, j)
+      os.makedirs(path, exist_ok=True)
+      self.loggers.append(RunLogger(path, fieldnames, total_steps=cfg.total_timesteps, start_step=self.start_step,
+                                    config=dict(dataclasses.asdict(cfg), agent_seed=seed), track=cfg.track,
+                                    wandb_project=cfg.wandb_project, progress=cfg.progress and j == 0))
 
   def walltime(self) -> float:
     return self.walltime0 + time.time() - self.t0
@@ -104,21 +133,23 @@ class Run:
   def _crossed(self, step: int, every: int) -> bool:
     return every > 0 and step // every > self.step_last // every
 
-  def evaluate(self, step: int, policy: Callable) -> float:
-    results = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.config.seed + 100_000 + step)
-    self.last_eval = float(np.mean([r for r, _ in results]))
-    return self.last_eval
+  def evaluate(self, step: int, policy: Callable, j: int = 0) -> float:
+    results = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.seeds[j] + 100_000 + step)
+    self.last_eval[j] = float(np.mean([r for r, _ in results]))
+    return self.last_eval[j]
 
-  def step(self, step: int, state, metrics: dict, policy: Callable, final: bool = False) -> None:
-    """Logs one row at `step`; evaluates and checkpoints when their intervals are crossed, and at the end."""
+  def step(self, step: int, state, metrics: dict, policy: Callable[[int], Callable], final: bool = False) -> None:
+    """Logs one row per agent at `step` (agent steps of each agent); evaluates and checkpoints when their intervals
+    are crossed, and at the end. `metrics` hold scalars, or [K] arrays for K agents; `policy(j)` is agent j's
+    host-callable greedy policy."""
     now = time.time()
     sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
-    eval_return = None
-    if self.eval_every > 0 and (final or self._crossed(step, self.eval_every)):
-      eval_return = self.evaluate(step, policy)
-    row = dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1), **self.tracker.summary(),
-               episodes=self.tracker.episodes, eval_return=eval_return, **metrics)
-    self.logger.log(row)
+    evaluating = self.eval_every > 0 and (final or self._crossed(step, self.eval_every))
+    for j, (logger, tracker) in enumerate(zip(self.loggers, self.tracker.agents)):
+      eval_return = self.evaluate(step, policy(j), j) if evaluating else None
+      agent_metrics = {k: float(np.reshape(v, -1)[j]) for k, v in metrics.items()}
+      logger.log(dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1), **tracker.summary(),
+                      episodes=tracker.episodes, eval_return=eval_return, **agent_metrics))
     if final or self._crossed(step, self.ckpt_every):
       self.save(step, state)
     self.state, self.step_last, self.t_last = state, step, time.time()
@@ -130,10 +161,10 @@ class Run:
   @staticmethod
   def non_finite(metrics: dict) -> bool:
     """Whether the update's losses or gradient norm are NaN or infinite (the state must then not be kept)."""
-    return not all(np.isfinite(metrics[k]) for k in ("loss", "policy_loss", "value_loss", "grad_norm"))
+    return not all(np.all(np.isfinite(metrics[k])) for k in ("loss", "policy_loss", "value_loss", "grad_norm"))
 
   def stop_non_finite(self, step: int, metrics: dict) -> int:
-    bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.isfinite(v))
+    bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.all(np.isfinite(v)))
     last = max(self.checkpointer.steps(), default=None)
     self.close()
     print(f"error: non-finite loss at step {step} ({bad}); training stopped, last good checkpoint: "
@@ -141,18 +172,28 @@ class Run:
     return 1
 
   def interrupted(self, state) -> None:
-    step = int(jax.device_get(state.global_step))
+    step = int(np.max(jax.device_get(state.global_step)))
     if step > 0 and step not in self.checkpointer.steps():
       self.save(step, state)
     self.close()
     print(f"interrupted: checkpoint at step {step}; continue with --resume {self.config.run_dir}", file=sys.stderr)
 
   def finish(self) -> None:
+    """Closes the sinks, writes RUN_DIR/result.json (final returns per agent, wall time, hardware) and prints it."""
     self.close()
-    ret, ev = self.tracker.mean_return(), self.last_eval
-    print(f"done: {self.config.total_timesteps} steps in {self.walltime():.0f}s, episode_return {ret:.2f}, "
-          f"eval_return {ev if ev is None else round(ev, 2)}, run dir {self.config.run_dir}")
+    cfg, walltime = self.config, self.walltime()
+    returns = [t.mean_return() for t in self.tracker.agents]
+    result = dict(env=cfg.env, seeds=self.seeds, total_timesteps=cfg.total_timesteps, walltime=round(walltime, 1),
+                  sps=round(len(self.seeds) * cfg.total_timesteps / max(walltime, 1e-9), 1),
+                  episode_return=[None if np.isnan(r) else r for r in returns], eval_return=self.last_eval,
+                  eval_episodes=cfg.eval_episodes, hardware=hardware())
+    with open(os.path.join(cfg.run_dir, RESULT), "w") as f:
+      json.dump(result, f, indent=2)
+    for seed, ret, ev in zip(self.seeds, returns, self.last_eval):
+      print(f"done: seed {seed}: {cfg.total_timesteps} steps in {walltime:.0f}s, episode_return {ret:.2f}, "
+            f"eval_return {ev if ev is None else round(ev, 2)}, run dir {cfg.run_dir}")
 
   def close(self) -> None:
-    self.logger.close()
+    for logger in self.loggers:
+      logger.close()
     self.checkpointer.close()

@@ -1,0 +1,183 @@
+"""Run a benchmark suite's grid of runs: skip finished runs, resume interrupted ones, cap parallel jobs and budget.
+
+    python -m benchmarks.run ppo_mujoco --seeds 3                 # 7 envs x 3 seeds at 1M steps
+    python -m benchmarks.run ppo_classic --seeds 3 --jobs 2
+    python -m benchmarks.run ppo_atari --seeds 3 --total-timesteps 200000   # a shortened run, labelled as such
+    python -m benchmarks.run ppo_mujoco --seeds 3 --budget-hours 1          # stop (resumably) after an hour
+    python -m benchmarks.report ppo_mujoco                        # then the tables and figures
+
+Runs go to `--root/SUITE/ENV__seed<S>[x<K>]` (`--root` defaults to benchmarks/runs), one process per job. PPO
+trains `--seeds-per-process` seeds (default: all) in one process with `--num-seeds`, vmapped over one envpool;
+IMPALA runs one process per seed. A job whose directory holds `result.json` is done and skipped; one with a
+checkpoint is continued with `--resume`; one without is started afresh. At the budget, running jobs are
+interrupted (they checkpoint first) and rerunning the same command continues them. Each job's output goes to a
+`.log` file beside its run directory. Flags after `--` are passed to new runs.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from benchmarks.suites import SUITES, Suite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_RUNS = os.path.join(ROOT, "benchmarks", "runs")
+SEED_STRIDE = 1000  # first seeds of successive processes; a process's agents use seed + j * num_envs
+
+
+@dataclasses.dataclass
+class Job:
+  env: str
+  seed: int
+  num_seeds: int
+  run_dir: str
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(self.run_dir)
+
+
+def suite_dir(root: str, suite_name: str, suite: Suite, total_timesteps: int | None) -> str:
+  """Shortened runs live apart from full ones, so a report never mixes them."""
+  if total_timesteps is None or total_timesteps == suite.total_timesteps:
+    return os.path.join(root, suite_name)
+  return os.path.join(root, f"{suite_name}@{total_timesteps}")
+
+
+def plan(suite: Suite, directory: str, envs: list[str], seeds: int, per_process: int, seed: int) -> list[Job]:
+  jobs = []
+  for env in envs:
+    left, p = seeds, 0
+    while left > 0:
+      k = min(per_process, left)
+      s = seed + p * SEED_STRIDE
+      name = f"{env}__seed{s}" + (f"x{k}" if k > 1 else "")
+      jobs.append(Job(env, s, k, os.path.join(directory, name)))
+      left, p = left - k, p + 1
+  return jobs
+
+
+def status(job: Job) -> str:
+  """'done', 'resume' (has a checkpoint), 'restart' (started, no checkpoint) or 'new'."""
+  if os.path.isfile(os.path.join(job.run_dir, "result.json")):
+    return "done"
+  ckpt = os.path.join(job.run_dir, "checkpoints")
+  if os.path.isdir(ckpt) and any(s.isdigit() for s in os.listdir(ckpt)):
+    return "resume"
+  return "restart" if os.path.exists(job.run_dir) else "new"
+
+
+def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, extra: list[str]) -> list[str]:
+  script = os.path.join(ROOT, f"run_{suite.algo}.py")
+  if state == "resume":
+    return [sys.executable, script, "--resume", job.run_dir, "--no-progress"]
+  cmd = [sys.executable, script, "--env", job.env, "--seed", str(job.seed), "--run-dir", job.run_dir,
+         "--total-timesteps", str(total_timesteps or suite.total_timesteps), "--no-progress", *suite.flags, *extra]
+  if job.num_seeds > 1:
+    cmd += ["--num-seeds", str(job.num_seeds)]
+  if state == "restart":
+    cmd.append("--overwrite")
+  return cmd
+
+
+def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
+             extra: list[str], out=sys.stdout) -> int:
+  """Runs the jobs, at most `parallel` at a time. Returns 0 when all are done, 1 if any failed, 3 at the budget."""
+  t0 = time.time()
+  todo = []
+  for job in jobs:
+    state = status(job)
+    if state == "done":
+      print(f"skip   {job.name} (done)", file=out)
+    else:
+      todo.append((job, state))
+  running: list[tuple[Job, subprocess.Popen, object]] = []
+  failed = []
+  over_budget = False
+  while todo or running:
+    if budget_s is not None and time.time() - t0 > budget_s:
+      over_budget = True
+      for job, proc, _ in running:
+        proc.send_signal(signal.SIGINT)  # the trainers checkpoint on Ctrl-C
+      break
+    while todo and len(running) < parallel:
+      job, state = todo.pop(0)
+      os.makedirs(os.path.dirname(job.run_dir), exist_ok=True)
+      log = open(job.run_dir + ".log", "a")
+      cmd = command(suite, job, state, total_timesteps, extra)
+      print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out, flush=True)
+      running.append((job, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log))
+    time.sleep(0.5)
+    for item in list(running):
+      job, proc, log = item
+      if proc.poll() is None:
+        continue
+      running.remove(item)
+      log.close()
+      ok = proc.returncode == 0 and status(job) == "done"
+      print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
+            f"log {job.run_dir}.log)", file=out, flush=True)
+      if not ok:
+        failed.append(job)
+  for job, proc, log in running:
+    proc.wait()
+    log.close()
+  if over_budget:
+    left = len(todo) + len(running)
+    print(f"budget reached after {time.time() - t0:.0f}s: {left} runs not finished; run the same command again to "
+          f"continue them", file=out)
+    return 3
+  return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  extra = []
+  if "--" in argv:
+    i = argv.index("--")
+    argv, extra = argv[:i], argv[i + 1:]
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("suite", choices=sorted(SUITES))
+  parser.add_argument("--seeds", type=int, default=3, help="seeds per env (default 3)")
+  parser.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
+  parser.add_argument("--seeds-per-process", type=int, default=None,
+                      help="PPO: seeds vmapped in one process (default: all); IMPALA: always 1")
+  parser.add_argument("--envs", default=None, help="comma-separated subset of the suite's envs")
+  parser.add_argument("--total-timesteps", type=int, default=None,
+                      help="shorten (or lengthen) every run; such runs go to SUITE@STEPS and are labelled")
+  parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (default 1)")
+  parser.add_argument("--budget-hours", type=float, default=None, help="interrupt everything after this long")
+  parser.add_argument("--root", default=DEFAULT_RUNS, help="where suites' run directories go")
+  parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+  args = parser.parse_args(argv)
+  suite = SUITES[args.suite]
+  envs = suite.envs if args.envs is None else tuple(args.envs.split(","))
+  unknown = [e for e in envs if e not in suite.envs]
+  if unknown:
+    parser.exit(2, f"error: --envs {','.join(unknown)} not in suite {args.suite} ({', '.join(suite.envs)})\n")
+  for name in ("seeds", "jobs", "seeds_per_process", "total_timesteps"):
+    value = getattr(args, name)
+    if value is not None and value < 1:
+      parser.exit(2, f"error: --{name.replace('_', '-')} must be positive, got {value}\n")
+  if args.budget_hours is not None and args.budget_hours <= 0:
+    parser.exit(2, f"error: --budget-hours must be positive, got {args.budget_hours}\n")
+  per_process = 1 if suite.algo == "impala" else (args.seeds_per_process or args.seeds)
+  directory = suite_dir(args.root, args.suite, suite, args.total_timesteps)
+  jobs = plan(suite, directory, list(envs), args.seeds, per_process, args.seed)
+  if args.dry_run:
+    for job in jobs:
+      print(f"{status(job):8s}{' '.join(command(suite, job, status(job), args.total_timesteps, extra))}")
+    return 0
+  budget = None if args.budget_hours is None else args.budget_hours * 3600
+  return run_grid(suite, jobs, parallel=args.jobs, budget_s=budget, total_timesteps=args.total_timesteps,
+                  extra=extra)
+
+
+if __name__ == "__main__":
+  sys.exit(main())

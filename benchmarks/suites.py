@@ -1,0 +1,102 @@
+"""Benchmark suites: the published tables jaxpod reproduces, with their reference numbers (shared/REFERENCE.md).
+
+A suite is an algorithm, a list of envs, a step budget and the flags that state its protocol. Reference columns hold
+the published final returns per env; `None` where a source did not report the env.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+# Column name -> where the number comes from (printed under every table).
+SOURCES = {
+    "PARL": "PARL examples/PPO and examples/IMPALA, 3 seeds (MuJoCo v2 at 1M steps, Atari at 10M; IMPALA within an "
+            "hour, ~29M steps); values read off plots",
+    "PPO paper": "Schulman et al. 2017, Table 6: mean of the last 100 training episodes at 40M frames (10M steps)",
+    "CleanRL": "CleanRL ppo_continuous_action.py (v4, 1M steps) and ppo_atari_envpool_xla_jax.py (10M steps, 3 seeds)",
+    "IMPALA paper": "Espeholt et al. 2018, Table C.1, shallow network at 200M frames (50M steps)",
+    "solved": "Gymnasium's reward threshold for the task",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+  algo: str                      # "ppo" or "impala": run_<algo>.py
+  envs: tuple[str, ...]
+  total_timesteps: int
+  protocol: str                  # stated under every table
+  references: dict               # column -> {env: number}
+  verdict_against: str           # the reference column the verdict compares with
+  flags: tuple[str, ...] = ()    # extra run flags shared by every run of the suite
+
+  def reference(self, column: str, env: str):
+    return self.references.get(column, {}).get(env)
+
+
+_ATARI_PROTOCOL = ("Atari -v5 with no sticky actions, up to 30 no-op starts, frame skip 4, episodic life and reward "
+                   "clipping in training only; return = raw game score of whole games")
+_MUJOCO_PROTOCOL = "MuJoCo -v4 (gym -v2 in PARL's runs); return = undiscounted episode return"
+
+SUITES = {
+    "ppo_mujoco": Suite(
+        algo="ppo",
+        envs=("HalfCheetah-v4", "Hopper-v4", "Walker2d-v4", "Swimmer-v4", "InvertedPendulum-v4",
+              "InvertedDoublePendulum-v4", "Reacher-v4"),
+        total_timesteps=1_000_000,
+        protocol=_MUJOCO_PROTOCOL,
+        references={
+            "PARL": {"HalfCheetah-v4": 3150, "Hopper-v4": 2750, "Walker2d-v4": 3500, "Swimmer-v4": 115,
+                     "InvertedPendulum-v4": 1000, "InvertedDoublePendulum-v4": 9100, "Reacher-v4": -5.5},
+            "CleanRL": {"HalfCheetah-v4": 1443, "Hopper-v4": 2383, "Walker2d-v4": 2288, "InvertedPendulum-v4": 963},
+        },
+        verdict_against="PARL",
+        flags=("--eval-episodes", "10"),
+    ),
+    "ppo_atari": Suite(
+        algo="ppo",
+        envs=("Pong-v5", "Breakout-v5", "BeamRider-v5", "Qbert-v5", "SpaceInvaders-v5", "Alien-v5", "RoadRunner-v5"),
+        total_timesteps=10_000_000,
+        protocol=_ATARI_PROTOCOL,
+        references={
+            "PARL": {"Pong-v5": 21, "Breakout-v5": 390, "BeamRider-v5": 3250, "Qbert-v5": 17250,
+                     "Alien-v5": 1850, "RoadRunner-v5": 41250},
+            "PPO paper": {"Pong-v5": 20.7, "Breakout-v5": 274.8, "BeamRider-v5": 1590.0, "Qbert-v5": 14293.3,
+                          "SpaceInvaders-v5": 942.5, "Alien-v5": 1850.3, "RoadRunner-v5": 25076.0},
+            "CleanRL": {"Pong-v5": 20.8, "Breakout-v5": 421, "BeamRider-v5": 2679},
+        },
+        verdict_against="PPO paper",
+        flags=("--eval-episodes", "10"),
+    ),
+    "impala_atari": Suite(
+        algo="impala",
+        envs=("Pong-v5", "Breakout-v5", "BeamRider-v5", "Qbert-v5", "SpaceInvaders-v5"),
+        total_timesteps=30_000_000,
+        protocol=_ATARI_PROTOCOL,
+        references={
+            "PARL": {"Pong-v5": 18.5, "Breakout-v5": 460, "BeamRider-v5": 3750, "Qbert-v5": 15800,
+                     "SpaceInvaders-v5": 830},
+            "IMPALA paper": {"Pong-v5": 20.4, "Breakout-v5": 640, "BeamRider-v5": 8220, "Qbert-v5": 18901,
+                             "SpaceInvaders-v5": 1726},
+        },
+        verdict_against="PARL",
+        flags=("--eval-episodes", "10"),
+    ),
+    # Small suites for quick checks on any machine (minutes on 2 CPU cores).
+    "ppo_classic": Suite(
+        algo="ppo",
+        envs=("CartPole-v1", "Acrobot-v1"),
+        total_timesteps=200_000,
+        protocol="Gymnasium classic control via envpool; return = undiscounted episode return",
+        references={"solved": {"CartPole-v1": 475, "Acrobot-v1": -100}},
+        verdict_against="solved",
+        flags=("--eval-episodes", "10"),
+    ),
+    "impala_classic": Suite(
+        algo="impala",
+        envs=("CartPole-v1",),
+        total_timesteps=400_000,
+        protocol="Gymnasium classic control via envpool; return = undiscounted episode return",
+        references={"solved": {"CartPole-v1": 475}},
+        verdict_against="solved",
+        flags=("--eval-episodes", "10"),
+    ),
+}
