@@ -59,3 +59,16 @@ def make_greedy_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
     return dist.mode(policy_params)
 
   return greedy
+
+
+def make_sample_fn(network: nn.Module, discrete: bool, normalize_obs: bool):
+  """Jitted `sample(params, obs_norm, key, obs) -> action` (a draw from the policy), statistics frozen."""
+  dist = distribution(discrete)
+
+  @jax.jit
+  def sample(params, obs_norm, key, obs):
+    x = normalize.normalize(obs_norm, obs) if normalize_obs else obs
+    policy_params, _ = network.apply(params, x)
+    return dist.sample(key, policy_params)
+
+  return sample

@@ -99,10 +99,15 @@ def resolve_env(requested: str, *, notify: bool = True) -> EnvSpec:
 
 
 def make_env(env_id: str, num_envs: int, seed: int, *, train: bool = True, batch_size: int | None = None,
-             num_threads: int = 0):
-  """Builds an envpool (gymnasium API) with the family's protocol; `batch_size < num_envs` is async mode."""
+             num_threads: int = 0, render: bool = False):
+  """Builds an envpool (gymnasium API) with the family's protocol; `batch_size < num_envs` is async mode.
+
+  `render` enables `env.render(env_ids)` RGB frames (MuJoCo needs a current OpenGL context: envs.video).
+  """
   kwargs = dict(env_type="gymnasium", num_envs=num_envs, seed=seed, num_threads=num_threads,
                 batch_size=batch_size or num_envs)
+  if render:
+    kwargs["render_mode"] = "rgb_array"
   if _family(env_id) == "atari":
     kwargs.update(repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84,
                   img_width=84, gray_scale=True, use_fire_reset=True,

@@ -130,16 +130,34 @@ def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed
   return Rollout(envs, spec, num_steps, act_fn, tracker, tracker_offset)
 
 
-def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int
-             ) -> list[tuple[float, int]]:
-  """Plays `episodes` whole games on fresh evaluation envs (no episodic life, no reward clipping).
+@dataclasses.dataclass
+class Evaluation:
+  """Raw return and length of each env's first game; RGB frames [H, W, 3] of the first `record` games."""
+  returns: list[float]
+  lengths: list[int]
+  frames: list[list[np.ndarray]]
 
-  `policy_fn(obs) -> actions` is host-callable (e.g. a greedy jitted policy closed over parameters).
-  Returns the raw return and length of each env's first game.
+
+def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int,
+             record: int = 0) -> Evaluation:
+  """Plays `episodes` whole games on fresh evaluation envs (no episodic life, no reward clipping), one per env.
+
+  `policy_fn(obs) -> actions` is host-callable (e.g. a greedy jitted policy closed over parameters). With `record`
+  > 0 the first `record` envs are rendered after the reset and after every step of their game (frames = length + 1);
+  rendering does not change what the envs do.
   """
-  env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False)
+  env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False, render=record > 0)
   tracker = EpisodeTracker(episodes, window=episodes)
   obs, _ = env.reset()
+  recording = list(range(min(record, episodes)))
+  frames: list[list[np.ndarray]] = [[] for _ in recording]
+
+  def render() -> None:
+    if recording:
+      for i, frame in zip(recording, env.render(env_ids=recording)):
+        frames[i].append(frame)
+
+  render()
   results: dict[int, tuple[float, int]] = {}
   reset_next = np.zeros(episodes, bool)
   for _ in range(spec.max_episode_steps + 1):
@@ -148,10 +166,13 @@ def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episo
       action = np.clip(action, spec.action_low, spec.action_high)
     obs, reward, terminated, truncated, info = env.step(action)
     terminated, truncated = derive_flags(terminated, truncated, info, spec.max_episode_steps)
+    render()
     for i, ret, length in tracker.update(reward, terminated, truncated, info, reset_next):
       results.setdefault(i, (ret, length))
+    recording = [i for i in recording if i not in results]
     reset_next = terminated | truncated
     if len(results) == episodes:
       break
   env.close()
-  return [results[i] for i in sorted(results)]
+  order = sorted(results)
+  return Evaluation([results[i][0] for i in order], [results[i][1] for i in order], frames)

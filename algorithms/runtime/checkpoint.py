@@ -17,10 +17,13 @@ DIR = "checkpoints"
 
 
 class Checkpointer:
-  def __init__(self, run_dir: str, keep: int = 3):
+  def __init__(self, run_dir: str, keep: int = 3, create: bool = True):
+    """`create=False` opens for reading only: a missing directory then simply holds no checkpoints."""
     self.directory = os.path.abspath(os.path.join(run_dir, DIR))
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = None
+    if create or os.path.isdir(self.directory):
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False)
+      self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state, meta: dict) -> None:
     state = jax.device_get(state)
@@ -29,14 +32,15 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def steps(self) -> list[int]:
-    return list(self._manager.all_steps())
+    return list(self._manager.all_steps()) if self._manager else []
 
   def restore(self, template, step: int | None = None):
     """Restores (state, meta) shaped like `template`. UsageError when missing, corrupt or incompatible."""
-    step = self._manager.latest_step() if step is None else step
     if step is None:
-      raise UsageError(f"no checkpoint in {self.directory}: nothing to resume")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, jax.device_get(template))
+      step = self._manager.latest_step() if self._manager else None
+    if step is None:
+      raise UsageError(f"no checkpoint in {self.directory}")
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), template)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
@@ -53,4 +57,5 @@ class Checkpointer:
     return state, restored["meta"], step
 
   def close(self) -> None:
-    self._manager.close()
+    if self._manager:
+      self._manager.close()

@@ -34,20 +34,20 @@ def create_run_dir(path: str, config, overwrite: bool) -> None:
     json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
 
 
-def load_config(path: str, config_cls: type):
+def load_config(path: str, config_cls: type, flag: str = "--resume"):
   """Reads a run directory's config.json into `config_cls`; UsageError if it is not a run directory of that kind."""
   cfg_path = os.path.join(path, CONFIG)
   if not os.path.isdir(path):
-    raise UsageError(f"--resume {path}: no such run directory")
+    raise UsageError(f"{flag} {path}: no such run directory")
   if not os.path.isfile(cfg_path):
-    raise UsageError(f"--resume {path}: not a run directory (no {CONFIG})")
+    raise UsageError(f"{flag} {path}: not a run directory (no {CONFIG})")
   try:
     with open(cfg_path) as f:
       data = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
-    raise UsageError(f"--resume {path}: unreadable {CONFIG} ({e})") from None
+    raise UsageError(f"{flag} {path}: unreadable {CONFIG} ({e})") from None
   names = {f.name for f in dataclasses.fields(config_cls)}
   unknown = sorted(set(data) - names)
   if unknown:
-    raise UsageError(f"--resume {path}: {CONFIG} is not a {config_cls.__name__} (unknown fields {unknown})")
+    raise UsageError(f"{flag} {path}: {CONFIG} is not a {config_cls.__name__} (unknown fields {unknown})")
   return config_cls(**data)

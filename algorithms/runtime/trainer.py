@@ -134,8 +134,8 @@ class Run:
     return every > 0 and step // every > self.step_last // every
 
   def evaluate(self, step: int, policy: Callable, j: int = 0) -> float:
-    results = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.seeds[j] + 100_000 + step)
-    self.last_eval[j] = float(np.mean([r for r, _ in results]))
+    returns = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.seeds[j] + 100_000 + step).returns
+    self.last_eval[j] = float(np.mean(returns))
     return self.last_eval[j]
 
   def step(self, step: int, state, metrics: dict, policy: Callable[[int], Callable], final: bool = False) -> None:

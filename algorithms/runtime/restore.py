@@ -1,0 +1,89 @@
+"""Reopen a finished or running run directory for evaluation: its config, env, network and a checkpointed state.
+
+Host-side, like the rest of `runtime/`. Everything a user can get wrong (not a run directory, no such step, a
+checkpoint that does not fit the saved network or env) raises UsageError with one line.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import networks
+from algorithms.runtime import rundir, xla
+from algorithms.runtime.checkpoint import Checkpointer
+from algorithms.runtime.cli import UsageError
+from envs import UnknownEnvError, resolve_env
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  algo: str            # "ppo" or "impala"
+  config: Any
+  spec: Any
+  network: Any
+  state: Any           # stacked over a leading agent axis when there are several seeds
+  step: int
+  seeds: list[int]
+
+  def agent(self, j: int):
+    """Agent j's (params, obs_norm or None)."""
+    state = self.state if len(self.seeds) == 1 else jax.tree.map(lambda x: x[j], self.state)
+    return state.params, getattr(state, "obs_norm", None)
+
+
+def _algo(run_dir: str) -> str:
+  path = os.path.join(run_dir, rundir.CONFIG)
+  if not os.path.isdir(run_dir):
+    raise UsageError(f"{run_dir}: no such run directory")
+  try:
+    with open(path) as f:
+      fields = json.load(f)
+  except FileNotFoundError:
+    raise UsageError(f"{run_dir} is not a run directory (no {rundir.CONFIG})") from None
+  except (OSError, json.JSONDecodeError) as e:
+    raise UsageError(f"{run_dir}: unreadable {rundir.CONFIG} ({e})") from None
+  if "unroll_length" in fields:
+    return "impala"
+  if "num_steps" in fields:
+    return "ppo"
+  raise UsageError(f"{run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
+
+
+def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
+  """Loads the run's config and its latest checkpoint (or `step`), rebuilding network and state shapes."""
+  algo = _algo(run_dir)
+  if algo == "ppo":
+    from algorithms import ppo as module
+    from algorithms.ppo_config import PPOConfig as cls
+  else:
+    from algorithms import impala as module
+    from algorithms.impala_config import ImpalaConfig as cls
+  config = rundir.load_config(run_dir, cls, flag="RUN_DIR")
+  try:
+    spec = resolve_env(config.env, notify=False)
+  except UnknownEnvError as e:
+    raise UsageError(f"{run_dir}: {e}") from None
+  try:
+    network = networks.make_network(config.network, discrete=spec.discrete, image_obs=spec.image_obs,
+                                    action_dim=spec.action_dim)
+  except networks.NetworkError as e:
+    raise UsageError(f"{run_dir}: {e}") from None
+  xla.configure(spec.image_obs)
+  seeds = list(getattr(config, "agent_seeds", [config.seed]))
+  init = lambda key: module.init_state(config, network, spec.obs_shape, key)  # noqa: E731
+  keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+  template = jax.eval_shape(init, keys[0]) if len(seeds) == 1 else jax.eval_shape(jax.vmap(init), keys)
+  checkpointer = Checkpointer(run_dir, create=False)
+  try:
+    steps = checkpointer.steps()
+    if step is not None and step not in steps:
+      raise UsageError(f"--step {step}: no such checkpoint in {checkpointer.directory} (have {sorted(steps)})")
+    state, _, step = checkpointer.restore(template, step)
+  finally:
+    checkpointer.close()
+  return LoadedRun(algo, config, spec, network, jax.device_put(state), step, seeds)
