@@ -86,8 +86,9 @@ def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, ext
 
 
 def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
-             extra: list[str], out=sys.stdout) -> int:
+             extra: list[str], out=None) -> int:
   """Runs the jobs, at most `parallel` at a time. Returns 0 when all are done, 1 if any failed, 3 at the budget."""
+  out = out or sys.stdout
   t0 = time.time()
   todo = []
   for job in jobs:

@@ -1,0 +1,211 @@
+"""Turn a suite's run directories into tables and learning-curve figures.
+
+    python -m benchmarks.report                       # every suite found under benchmarks/runs
+    python -m benchmarks.report ppo_mujoco --update-results   # also refresh its block in benchmarks/RESULTS.md
+
+For each suite (and each shortened variant SUITE@STEPS) it writes benchmarks/results/<suite>.md and .png:
+  * final return per env, mean +- std over finished seeds: training return (mean of each seed's last 100 training
+    games) and greedy evaluation return (each seed's last evaluation), wall time, steps/s and hardware, with the
+    published reference columns and a verdict (>=, within 10%, below) of the training return against the suite's
+    main reference; shortened runs get no verdict;
+  * learning curves, one panel per env: mean and +-std band over seeds of the training return;
+  * the training-time table: per env and execution mode (seeds vmapped in one process, one process per seed), wall
+    time per process and per seed, agent steps/s.
+The protocol is stated under every table.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import warnings
+
+import numpy as np
+
+from benchmarks.rundata import AgentRun, find_run_dirs, load_all
+from benchmarks.suites import SOURCES, SUITES, Suite
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_RUNS = os.path.join(ROOT, "benchmarks", "runs")
+DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results")
+RESULTS_MD = os.path.join(ROOT, "benchmarks", "RESULTS.md")
+
+
+def final(values: np.ndarray) -> float:
+  finite = values[~np.isnan(values)]
+  return float(finite[-1]) if finite.size else float("nan")
+
+
+def mean_std(values: list[float]) -> str:
+  values = [v for v in values if not np.isnan(v)]
+  if not values:
+    return "n/a"
+  return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+
+
+def verdict(value: float, reference) -> str:
+  if reference is None or np.isnan(value):
+    return "n/a"
+  if value >= reference:
+    return "≥"
+  return "within 10%" if value >= reference - 0.1 * abs(reference) else "below"
+
+
+def _fmt(x) -> str:
+  return "–" if x is None else f"{x:g}"
+
+
+def mode(agent: AgentRun) -> str:
+  k = int(agent.config.get("num_seeds", 1))
+  return f"{k} seeds vmapped in 1 process" if k > 1 else "1 process per seed"
+
+
+def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, figure: str | None) -> str:
+  shortened = steps != suite.total_timesteps
+  by_env = collections.OrderedDict((env, [a for a in agents if a.env == env]) for env in suite.envs)
+  refs = list(suite.references)
+  lines = [f"### `{name}`: {suite.algo.upper()}, {steps:,} agent steps per run"
+           + (f" (shortened from {suite.total_timesteps:,}: not comparable with the references)" if shortened else ""),
+           ""]
+  header = ["env", "seeds", "training return", "greedy eval", "wall time / process", "steps/s / process"]
+  header += refs + ([f"vs {suite.verdict_against}"] if not shortened else [])
+  lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  hardware = set()
+  for env, runs in by_env.items():
+    done = [a for a in runs if a.finished]
+    if not runs:
+      continue
+    train = [final(a.train_return) for a in done]
+    evals = [final(a.eval_return) for a in done]
+    results = {a.run_dir: a.result for a in done}
+    walls = [r["walltime"] for r in results.values()]
+    sps = [r["sps"] for r in results.values()]
+    hardware |= {r["hardware"] for r in results.values()}
+    row = [env, f"{len(done)}" + (f" (+{len(runs) - len(done)} unfinished)" if len(runs) > len(done) else ""),
+           mean_std(train), mean_std(evals),
+           f"{np.mean(walls) / 60:.1f} min" if walls else "n/a", f"{np.mean(sps):,.0f}" if sps else "n/a"]
+    row += [_fmt(suite.reference(c, env)) for c in refs]
+    if not shortened:
+      m = float(np.nanmean(train)) if done and not all(np.isnan(train)) else float("nan")
+      row.append(verdict(m, suite.reference(suite.verdict_against, env)))
+    lines.append("| " + " | ".join(row) + " |")
+  eval_games = sorted({int(a.config.get("eval_episodes", 0)) for a in agents})
+  lines += ["", f"Protocol: {suite.protocol}. Training return: mean raw return of each seed's last 100 training "
+            f"games (sampled actions) at the end of training; greedy eval: mean of {'/'.join(map(str, eval_games))} "
+            f"greedy games on fresh evaluation envs after the last update; mean ± std over seeds. Wall time and "
+            f"steps/s are per process (a process trains all its vmapped seeds; steps/s counts every seed's steps), "
+            f"evaluations included." + ("" if shortened else f" Verdict: training return against "
+                                        f"{suite.verdict_against}."),
+            f"Hardware: {'; '.join(sorted(hardware)) or 'n/a'}.", "", "References: " + "; ".join(
+                f"{c}: {SOURCES[c]}" for c in refs) + ".", ""]
+  lines += time_table(agents)
+  if figure:
+    lines += ["", f"![{name} learning curves]({os.path.relpath(figure, os.path.dirname(RESULTS_MD))})"]
+  return "\n".join(lines) + "\n"
+
+
+def time_table(agents: list[AgentRun]) -> list[str]:
+  groups = collections.OrderedDict()
+  for a in agents:
+    if a.finished:
+      groups.setdefault((a.env, mode(a)), {})[a.run_dir] = a
+  lines = ["Training time by execution mode:", "", "| env | mode | processes | wall time / process | "
+           "wall time / seed | agent steps/s / process |", "|---|---|---|---|---|---|"]
+  for (env, m), runs in groups.items():
+    results = [a.result for a in runs.values()]
+    seeds = sum(len(r["seeds"]) for r in results)
+    wall = sum(r["walltime"] for r in results)
+    lines.append(f"| {env} | {m} | {len(results)} | {wall / len(results) / 60:.1f} min | {wall / seeds / 60:.1f} min "
+                 f"| {np.mean([r['sps'] for r in results]):,.0f} |")
+  lines += ["", "Ray workers and multi-process learners add rows here once runs made with them are in the suite."]
+  return lines
+
+
+def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  envs = [e for e in suite.envs if any(a.env == e and len(a.steps) for a in agents)]
+  if not envs:
+    return
+  cols = min(4, len(envs))
+  rows = (len(envs) + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+  for ax, env in zip(axes.flat, envs):
+    runs = [a for a in agents if a.env == env and len(a.steps)]
+    grid = np.unique(np.concatenate([a.steps for a in runs]))
+    ys = np.stack([np.interp(grid, a.steps, a.train_return, left=np.nan, right=np.nan) for a in runs])
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", RuntimeWarning)  # steps before any seed's first finished game
+      mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
+    ax.plot(grid, mean, lw=1.3)
+    ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+    ref = suite.reference(suite.verdict_against, env)
+    if ref is not None:
+      ax.axhline(ref, color="gray", ls="--", lw=0.8)
+    ax.set_title(f"{env} ({len(runs)} seeds)", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(envs):]:
+    ax.axis("off")
+  fig.suptitle(f"{name}: training return, mean ± std over seeds (dashed: {suite.verdict_against})", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=70)
+  plt.close(fig)
+
+
+def update_results(name: str, text: str, path: str = RESULTS_MD) -> None:
+  """Replaces (or appends) the block between `<!-- report:NAME -->` and `<!-- /report:NAME -->`."""
+  begin, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+  block = f"{begin}\n{text}{end}"
+  content = open(path).read() if os.path.isfile(path) else "# Benchmark results\n"
+  pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+  content = pattern.sub(lambda _: block, content) if pattern.search(content) else content.rstrip("\n") + "\n\n" + block
+  with open(path, "w") as f:
+    f.write(content.rstrip("\n") + "\n")
+
+
+def discover(root: str, names: list[str] | None) -> list[tuple[str, str, int]]:
+  """(report name, directory, steps) for each suite directory under root, e.g. ppo_atari@200000."""
+  found = []
+  for d in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+    base, _, steps = d.partition("@")
+    if base in SUITES and (names is None or base in names or d in names) and os.path.isdir(os.path.join(root, d)):
+      found.append((d, os.path.join(root, d), int(steps) if steps else SUITES[base].total_timesteps))
+  return found
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("suites", nargs="*", help="suite names (default: every suite with runs)")
+  parser.add_argument("--root", default=DEFAULT_RUNS, help="where benchmarks.run put the runs")
+  parser.add_argument("--out", default=DEFAULT_OUT, help="where the .md and .png go")
+  parser.add_argument("--update-results", action="store_true", help="refresh the suites' blocks in RESULTS.md")
+  args = parser.parse_args(argv)
+  unknown = [s for s in args.suites if s.partition("@")[0] not in SUITES]
+  if unknown:
+    parser.exit(2, f"error: unknown suite {', '.join(unknown)} (suites: {', '.join(sorted(SUITES))})\n")
+  found = discover(args.root, args.suites or None)
+  if not found:
+    parser.exit(2, f"error: no suite runs under {args.root}: run python -m benchmarks.run SUITE first\n")
+  os.makedirs(args.out, exist_ok=True)
+  for name, directory, steps in found:
+    suite = SUITES[name.partition("@")[0]]
+    agents = load_all(find_run_dirs(directory))
+    figure = os.path.join(args.out, f"{name}.png")
+    curves(name, suite, agents, figure)
+    text = suite_report(name, suite, agents, steps, figure if os.path.isfile(figure) else None)
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+      f.write(text)
+    if args.update_results:
+      update_results(name, text)
+    print(text)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,86 @@
+"""benchmarks.run (skip, resume, budget), benchmarks.report and benchmarks.plot on tiny real runs made here."""
+import os
+
+import pytest
+
+from benchmarks import plot, report
+from benchmarks import run as bench_run
+
+SUITE = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "2", "--total-timesteps", "1024"]
+
+
+@pytest.fixture(scope="module")
+def suite_root(tmp_path_factory):
+  root = tmp_path_factory.mktemp("bench")
+  # one process per seed, so the grid has two jobs
+  assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(root)]) == 0
+  return root
+
+
+def _jobs(root):
+  d = root / "ppo_classic@1024"
+  return d / "CartPole-v1__seed1", d / "CartPole-v1__seed1001"
+
+
+def test_rerun_skips_finished_and_resumes_interrupted(suite_root, capsys):
+  first, second = _jobs(suite_root)
+  assert (first / "result.json").is_file() and (second / "result.json").is_file()
+  capsys.readouterr()
+  os.remove(second / "result.json")  # as if killed after its last checkpoint
+  assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(suite_root)]) == 0
+  out = capsys.readouterr().out
+  assert "skip   CartPole-v1__seed1 (done)" in out
+  assert "resume  CartPole-v1__seed1001: " in out and "--resume" in out
+  assert (second / "result.json").is_file()
+  assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(suite_root)]) == 0
+  assert capsys.readouterr().out.count("skip") == 2
+
+
+def test_budget_interrupts_and_rerun_finishes(tmp_path, capsys):
+  args = SUITE + ["--seeds", "1", "--root", str(tmp_path)]
+  assert bench_run.main(args + ["--budget-hours", "0.0005"]) == 3  # 1.8 s: stopped while running
+  assert "budget reached" in capsys.readouterr().out
+  assert bench_run.main(args) == 0
+  assert (tmp_path / "ppo_classic@1024" / "CartPole-v1__seed1" / "result.json").is_file()
+
+
+def test_report_builds_tables_and_figure(suite_root, tmp_path, capsys):
+  out = tmp_path / "out"
+  assert report.main(["--root", str(suite_root), "--out", str(out)]) == 0
+  text = (out / "ppo_classic@1024.md").read_text()
+  assert "shortened from 200,000" in text and "Protocol:" in text and "Hardware:" in text
+  row = next(line for line in text.splitlines() if line.startswith("| CartPole-v1 | 2 |"))
+  assert "| 475 |" in row  # the reference column
+  assert "| CartPole-v1 | 1 process per seed | 2 |" in text
+  assert (out / "ppo_classic@1024.png").stat().st_size > 5000
+  results = tmp_path / "RESULTS.md"
+  results.write_text("# Results\n\nkept\n")
+  report.update_results("ppo_classic@1024", text, path=str(results))
+  report.update_results("ppo_classic@1024", text, path=str(results))  # replaced, not appended twice
+  content = results.read_text()
+  assert content.count("<!-- report:ppo_classic@1024 -->") == 1 and "kept" in content
+
+
+def test_verdicts():
+  assert report.verdict(500, 475) == "≥"
+  assert report.verdict(430, 475) == "within 10%"
+  assert report.verdict(400, 475) == "below"
+  assert report.verdict(-6.0, -5.5) == "within 10%" and report.verdict(-7.0, -5.5) == "below"
+  assert report.verdict(1.0, None) == "n/a"
+
+
+def test_plot(suite_root, tmp_path):
+  first, second = _jobs(suite_root)
+  out = tmp_path / "p.png"
+  assert plot.main([str(first), str(second), "--out", str(out)]) == 0
+  assert out.stat().st_size > 5000
+  with pytest.raises(SystemExit) as e:
+    plot.main([str(tmp_path / "nowhere"), "--out", str(out)])
+  assert e.value.code == 2
+
+
+def test_bad_suite_arguments():
+  for args in (["nosuch"], ["ppo_classic", "--envs", "Pong-v5"], ["ppo_classic", "--seeds", "0"]):
+    with pytest.raises(SystemExit) as e:
+      bench_run.main(args + ["--dry-run"])
+    assert e.value.code == 2
