@@ -63,6 +63,7 @@ def mode(agent: AgentRun) -> str:
 
 
 def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, figure: str | None) -> str:
+  """The suite's markdown: results table, protocol, references, training-time table, figure link (if any)."""
   shortened = steps != suite.total_timesteps
   by_env = collections.OrderedDict((env, [a for a in agents if a.env == env]) for env in suite.envs)
   refs = list(suite.references)
@@ -102,7 +103,7 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
                 f"{c}: {SOURCES[c]}" for c in refs) + ".", ""]
   lines += time_table(agents)
   if figure:
-    lines += ["", f"![{name} learning curves]({os.path.relpath(figure, os.path.dirname(RESULTS_MD))})"]
+    lines += ["", f"![{name} learning curves]({figure})"]
   return "\n".join(lines) + "\n"
 
 
@@ -198,11 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     agents = load_all(find_run_dirs(directory))
     figure = os.path.join(args.out, f"{name}.png")
     curves(name, suite, agents, figure)
-    text = suite_report(name, suite, agents, steps, figure if os.path.isfile(figure) else None)
+    has_figure = os.path.isfile(figure)
+    text = suite_report(name, suite, agents, steps, os.path.basename(figure) if has_figure else None)
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
       f.write(text)
     if args.update_results:
-      update_results(name, text)
+      link = os.path.relpath(figure, os.path.dirname(RESULTS_MD)) if has_figure else None
+      update_results(name, suite_report(name, suite, agents, steps, link))
     print(text)
   return 0
 

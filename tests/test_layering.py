@@ -10,7 +10,7 @@ from conftest import ROOT
 @pytest.mark.parametrize("module, forbidden", [
     ("algorithms.ppo", "envpool"), ("algorithms.gae", "envpool"), ("algorithms.normalize", "envpool"),
     ("algorithms.parallel", "envpool"), ("envs.rollout", "optax"), ("envs.registry", "optax"),
-    ("networks", "envpool"), ("networks", "optax"),
+    ("networks", "envpool"), ("networks", "optax"), ("envs.video", "optax"),
 ])
 def test_import_boundaries(module, forbidden):
   code = f"import sys, {module}; sys.exit(1 if '{forbidden}' in sys.modules else 0)"
