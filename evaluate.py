@@ -73,6 +73,13 @@ def make_policy(run, j: int, greedy: bool, seed: int):
 @main_guard
 def main(argv: list[str] | None = None) -> int:
   cfg = parse(EvalConfig, argv, __doc__)
+  try:
+    return _evaluate(cfg)
+  except OSError as e:  # a read-only or full run directory
+    raise UsageError(f"cannot write the evaluation into {cfg.run_dir}: {e.strerror or e}") from None
+
+
+def _evaluate(cfg: EvalConfig) -> int:
   run = load_run(cfg.run_dir, cfg.step)
   if cfg.video:
     try:
@@ -81,15 +88,24 @@ def main(argv: list[str] | None = None) -> int:
       raise UsageError(str(e)) from None
   for j, agent_seed in enumerate(run.seeds):
     out_dir = os.path.join(agent_dir(cfg.run_dir, run.seeds, j), "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    writers: dict[int, video.Mp4Writer] = {}
+
+    def on_frame(i: int, frame) -> None:
+      if i not in writers:
+        os.makedirs(os.path.join(out_dir, "videos"), exist_ok=True)
+        writers[i] = video.Mp4Writer(os.path.join(out_dir, "videos", f".{run.step}_episode{i}.mp4"),
+                                     video.FPS[run.spec.family])
+      writers[i].add(frame)
+
     ev = evaluate(run.spec, make_policy(run, j, cfg.greedy, cfg.seed), cfg.episodes, seed=cfg.seed,
-                  record=cfg.video_episodes if cfg.video else 0)
+                  record=cfg.video_episodes if cfg.video else 0, on_frame=on_frame)
     videos = []
-    for i, frames in enumerate(ev.frames):
+    for i, writer in sorted(writers.items()):  # named once the game's return is known
+      writer.close()
       path = os.path.join(out_dir, "videos", f"{run.step}_episode{i}_return{ev.returns[i]:g}.mp4")
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      video.write_mp4(path, frames, video.FPS[run.spec.family])
+      os.replace(writer.path, path)
       videos.append(path)
+    os.makedirs(out_dir, exist_ok=True)
     ret, length = summarize(ev.returns), summarize(ev.lengths)
     result = dict(run_dir=cfg.run_dir, algo=run.algo, env=run.spec.env_id, step=run.step, agent_seed=agent_seed,
                   episodes=cfg.episodes, greedy=cfg.greedy, seed=cfg.seed, returns=ev.returns, lengths=ev.lengths,

@@ -75,6 +75,8 @@ class PPOConfig(RunConfig):
                    "max_grad_norm", "scan_unroll", "forward_chunks",
                    "env_groups", "num_seeds")
     check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
+    if self.num_seeds > 1 and self.track:
+      raise ConfigError("--track logs one W&B run per process: drop --track or use --num-seeds 1")
     check_range(self, "gamma", 0.0, 1.0)
     check_range(self, "gae_lambda", 0.0, 1.0)
 

@@ -9,6 +9,7 @@ finished training games; evaluation return the mean of the run's periodic greedy
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.exit(2, f"error: {e}\n")
   if not any(len(a.steps) for a in agents):
     parser.exit(2, "error: no logged rows in these run directories yet\n")
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   plot_runs(agents, args.out, args.title)
   finals = [f"{a.label}: {a.train_return[~np.isnan(a.train_return)][-1]:.1f}" for a in agents
             if np.any(~np.isnan(a.train_return))]

@@ -42,7 +42,8 @@ def mean_std(values: list[float]) -> str:
   values = [v for v in values if not np.isnan(v)]
   if not values:
     return "n/a"
-  return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+  std = np.std(values, ddof=1) if len(values) > 1 else 0.0  # sample std over seeds
+  return f"{np.mean(values):.1f} ± {std:.1f}"
 
 
 def verdict(value: float, reference) -> str:
@@ -83,19 +84,19 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
     results = {a.run_dir: a.result for a in done}
     walls = [r["walltime"] for r in results.values()]
     sps = [r["sps"] for r in results.values()]
-    hardware |= {r["hardware"] for r in results.values()}
+    hardware |= {r.get("hardware", "unknown") for r in results.values()}
     row = [env, f"{len(done)}" + (f" (+{len(runs) - len(done)} unfinished)" if len(runs) > len(done) else ""),
            mean_std(train), mean_std(evals),
            f"{np.mean(walls) / 60:.1f} min" if walls else "n/a", f"{np.mean(sps):,.0f}" if sps else "n/a"]
     row += [_fmt(suite.reference(c, env)) for c in refs]
-    if not shortened:
-      m = float(np.nanmean(train)) if done and not all(np.isnan(train)) else float("nan")
+    if not shortened:  # only over the complete set of seeds
+      m = float(np.nanmean(train)) if done and len(done) == len(runs) and not all(np.isnan(train)) else float("nan")
       row.append(verdict(m, suite.reference(suite.verdict_against, env)))
     lines.append("| " + " | ".join(row) + " |")
   eval_games = sorted({int(a.config.get("eval_episodes", 0)) for a in agents})
   lines += ["", f"Protocol: {suite.protocol}. Training return: mean raw return of each seed's last 100 training "
             f"games (sampled actions) at the end of training; greedy eval: mean of {'/'.join(map(str, eval_games))} "
-            f"greedy games on fresh evaluation envs after the last update; mean ± std over seeds. Wall time and "
+            f"greedy games on fresh evaluation envs after the last update; mean ± sample std over seeds. Wall time and "
             f"steps/s are per process (a process trains all its vmapped seeds; steps/s counts every seed's steps), "
             f"evaluations included." + ("" if shortened else f" Verdict: training return against "
                                         f"{suite.verdict_against}."),
@@ -124,13 +125,17 @@ def time_table(agents: list[AgentRun]) -> list[str]:
   return lines
 
 
-def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> None:
+def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
+  """Writes the learning-curve figure of the finished runs; False (and no file) when there are none."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  agents = [a for a in agents if a.finished]
   envs = [e for e in suite.envs if any(a.env == e and len(a.steps) for a in agents)]
+  if os.path.isfile(path):
+    os.remove(path)
   if not envs:
-    return
+    return False
   cols = min(4, len(envs))
   rows = (len(envs) + cols - 1) // cols
   fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -156,6 +161,17 @@ def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=70)
   plt.close(fig)
+  return True
+
+
+def dedupe(agents: list[AgentRun]) -> list[AgentRun]:
+  """One agent per (env, seed): a seed trained again under another grid layout counts once (finished first)."""
+  seen, out = set(), []
+  for a in sorted(agents, key=lambda a: not a.finished):
+    if (a.env, a.seed) not in seen:
+      seen.add((a.env, a.seed))
+      out.append(a)
+  return out
 
 
 def update_results(name: str, text: str, path: str = RESULTS_MD) -> None:
@@ -174,6 +190,8 @@ def discover(root: str, names: list[str] | None) -> list[tuple[str, str, int]]:
   found = []
   for d in sorted(os.listdir(root)) if os.path.isdir(root) else []:
     base, _, steps = d.partition("@")
+    if steps and not steps.isdigit():
+      continue
     if base in SUITES and (names is None or base in names or d in names) and os.path.isdir(os.path.join(root, d)):
       found.append((d, os.path.join(root, d), int(steps) if steps else SUITES[base].total_timesteps))
   return found
@@ -196,10 +214,9 @@ def main(argv: list[str] | None = None) -> int:
   os.makedirs(args.out, exist_ok=True)
   for name, directory, steps in found:
     suite = SUITES[name.partition("@")[0]]
-    agents = load_all(find_run_dirs(directory))
+    agents = dedupe(load_all(find_run_dirs(directory)))
     figure = os.path.join(args.out, f"{name}.png")
-    curves(name, suite, agents, figure)
-    has_figure = os.path.isfile(figure)
+    has_figure = curves(name, suite, agents, figure)
     text = suite_report(name, suite, agents, steps, os.path.basename(figure) if has_figure else None)
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
       f.write(text)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from benchmarks.suites import SUITES, Suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RUNS = os.path.join(ROOT, "benchmarks", "runs")
-SEED_STRIDE = 1000  # first seeds of successive processes; a process's agents use seed + j * num_envs
+SEED_STRIDE = 10_000  # first seeds of successive processes; a process's agents use seed + j * num_envs
 
 
 @dataclasses.dataclass
@@ -64,8 +65,12 @@ def plan(suite: Suite, directory: str, envs: list[str], seeds: int, per_process:
 
 def status(job: Job) -> str:
   """'done', 'resume' (has a checkpoint), 'restart' (started, no checkpoint) or 'new'."""
-  if os.path.isfile(os.path.join(job.run_dir, "result.json")):
+  try:
+    with open(os.path.join(job.run_dir, "result.json")) as f:
+      json.load(f)
     return "done"
+  except (OSError, ValueError):
+    pass  # absent, or cut short: not done
   ckpt = os.path.join(job.run_dir, "checkpoints")
   if os.path.isdir(ckpt) and any(s.isdigit() for s in os.listdir(ckpt)):
     return "resume"
@@ -85,9 +90,25 @@ def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, ext
   return cmd
 
 
+def _stop(running, grace_s: float) -> None:
+  """Interrupts running jobs (the trainers checkpoint on Ctrl-C), then kills any still alive after `grace_s`."""
+  for _, proc, _ in running:
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGINT)
+  deadline = time.time() + grace_s
+  for _, proc, log in running:
+    try:
+      proc.wait(timeout=max(deadline - time.time(), 0.1))
+    except subprocess.TimeoutExpired:
+      proc.kill()
+      proc.wait()
+    log.close()
+
+
 def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
-             extra: list[str], out=None) -> int:
-  """Runs the jobs, at most `parallel` at a time. Returns 0 when all are done, 1 if any failed, 3 at the budget."""
+             extra: list[str], out=None, grace_s: float = 120.0) -> int:
+  """Runs the jobs, at most `parallel` at a time. Returns 0 when all are done, 1 if any failed, 3 at the budget,
+  130 on Ctrl-C (running jobs are interrupted and checkpoint first)."""
   out = out or sys.stdout
   t0 = time.time()
   todo = []
@@ -99,40 +120,38 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
       todo.append((job, state))
   running: list[tuple[Job, subprocess.Popen, object]] = []
   failed = []
-  over_budget = False
-  while todo or running:
-    if budget_s is not None and time.time() - t0 > budget_s:
-      over_budget = True
-      for job, proc, _ in running:
-        proc.send_signal(signal.SIGINT)  # the trainers checkpoint on Ctrl-C
-      break
-    while todo and len(running) < parallel:
-      job, state = todo.pop(0)
-      os.makedirs(os.path.dirname(job.run_dir), exist_ok=True)
-      log = open(job.run_dir + ".log", "a")
-      cmd = command(suite, job, state, total_timesteps, extra)
-      print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out, flush=True)
-      running.append((job, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log))
-    time.sleep(0.5)
-    for item in list(running):
-      job, proc, log = item
-      if proc.poll() is None:
-        continue
-      running.remove(item)
-      log.close()
-      ok = proc.returncode == 0 and status(job) == "done"
-      print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
-            f"log {job.run_dir}.log)", file=out, flush=True)
-      if not ok:
-        failed.append(job)
-  for job, proc, log in running:
-    proc.wait()
-    log.close()
-  if over_budget:
-    left = len(todo) + len(running)
-    print(f"budget reached after {time.time() - t0:.0f}s: {left} runs not finished; run the same command again to "
-          f"continue them", file=out)
-    return 3
+  try:
+    while todo or running:
+      if budget_s is not None and time.time() - t0 > budget_s:
+        _stop(running, grace_s)
+        print(f"budget reached after {time.time() - t0:.0f}s: {len(todo) + len(running)} runs not finished; run "
+              f"the same command again to continue them", file=out)
+        return 3
+      while todo and len(running) < parallel:
+        job, state = todo.pop(0)
+        os.makedirs(os.path.dirname(job.run_dir), exist_ok=True)
+        log = open(job.run_dir + ".log", "a")
+        cmd = command(suite, job, state, total_timesteps, extra)
+        print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out,
+              flush=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        running.append((job, proc, log))
+      time.sleep(0.5)
+      for item in list(running):
+        job, proc, log = item
+        if proc.poll() is None:
+          continue
+        running.remove(item)
+        log.close()
+        ok = proc.returncode == 0 and status(job) == "done"
+        print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
+              f"log {job.run_dir}.log)", file=out, flush=True)
+        if not ok:
+          failed.append(job)
+  except KeyboardInterrupt:
+    _stop(running, grace_s)
+    print("interrupted: running jobs checkpointed; run the same command again to continue", file=out)
+    return 130
   return 1 if failed else 0
 
 

@@ -34,15 +34,22 @@ class AgentRun:
   @property
   def label(self) -> str:
     name = os.path.basename(os.path.normpath(self.run_dir))
-    return name if f"seed{self.seed}" in name else f"{name} seed {self.seed}"
+    return name if int(self.config.get("num_seeds", 1)) == 1 else f"{name} seed {self.seed}"
 
   @property
   def finished(self) -> bool:
     return self.result is not None
 
 
+def _float(value) -> float:
+  try:
+    return float(value)
+  except (TypeError, ValueError):
+    return math.nan
+
+
 def _column(rows: list[dict], name: str) -> np.ndarray:
-  return np.array([float(r[name]) if r.get(name) not in (None, "") else math.nan for r in rows], np.float64)
+  return np.array([_float(r.get(name)) for r in rows], np.float64)
 
 
 def load(run_dir: str) -> list[AgentRun]:
@@ -50,12 +57,17 @@ def load(run_dir: str) -> list[AgentRun]:
   cfg_path = os.path.join(run_dir, "config.json")
   if not os.path.isfile(cfg_path):
     raise RunDataError(f"{run_dir} is not a run directory (no config.json)")
-  with open(cfg_path) as f:
-    config = json.load(f)
+  try:
+    with open(cfg_path) as f:
+      config = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunDataError(f"{run_dir}: unreadable config.json ({e})") from None
   result = None
-  if os.path.isfile(os.path.join(run_dir, "result.json")):
+  try:
     with open(os.path.join(run_dir, "result.json")) as f:
       result = json.load(f)
+  except (OSError, ValueError):
+    pass  # still running, interrupted, or cut short
   algo = "impala" if "unroll_length" in config else "ppo"
   k, num_envs = int(config.get("num_seeds", 1)), int(config["num_envs"])
   seeds = [config["seed"] + j * num_envs for j in range(k)]
@@ -65,7 +77,8 @@ def load(run_dir: str) -> list[AgentRun]:
     rows = []
     if os.path.isfile(path):
       with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if not math.isnan(_float(r.get("global_step")))]
+      rows = rows[:-1] if rows and None in rows[-1].values() else rows  # a row still being written
     steps, wall = _column(rows, "global_step"), _column(rows, "walltime")
     ev = _column(rows, "eval_return")
     has_eval = ~np.isnan(ev)

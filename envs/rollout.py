@@ -132,30 +132,28 @@ def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed
 
 @dataclasses.dataclass
 class Evaluation:
-  """Raw return and length of each env's first game; RGB frames [H, W, 3] of the first `record` games."""
+  """Raw return and length of each env's first game."""
   returns: list[float]
   lengths: list[int]
-  frames: list[list[np.ndarray]]
 
 
 def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episodes: int, seed: int,
-             record: int = 0) -> Evaluation:
+             record: int = 0, on_frame: Callable[[int, np.ndarray], None] | None = None) -> Evaluation:
   """Plays `episodes` whole games on fresh evaluation envs (no episodic life, no reward clipping), one per env.
 
   `policy_fn(obs) -> actions` is host-callable (e.g. a greedy jitted policy closed over parameters). With `record`
-  > 0 the first `record` envs are rendered after the reset and after every step of their game (frames = length + 1);
-  rendering does not change what the envs do.
+  > 0, envs 0 .. record - 1 are rendered after the reset and after every step of their game (length + 1 frames),
+  each RGB frame [H, W, 3] handed to `on_frame(env, frame)` as it comes; rendering does not change what envs do.
   """
   env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False, render=record > 0)
   tracker = EpisodeTracker(episodes, window=episodes)
   obs, _ = env.reset()
   recording = list(range(min(record, episodes)))
-  frames: list[list[np.ndarray]] = [[] for _ in recording]
 
   def render() -> None:
     if recording:
       for i, frame in zip(recording, env.render(env_ids=recording)):
-        frames[i].append(frame)
+        on_frame(i, frame)
 
   render()
   results: dict[int, tuple[float, int]] = {}
@@ -174,5 +172,6 @@ def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episo
     if len(results) == episodes:
       break
   env.close()
-  order = sorted(results)
-  return Evaluation([results[i][0] for i in order], [results[i][1] for i in order], frames)
+  if len(results) < episodes:  # cannot happen while truncation is derived from elapsed_step; guards the indexing
+    raise RuntimeError(f"evaluation: only {len(results)} of {episodes} games ended within the episode limit")
+  return Evaluation([results[i][0] for i in range(episodes)], [results[i][1] for i in range(episodes)])

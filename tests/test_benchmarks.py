@@ -19,7 +19,7 @@ def suite_root(tmp_path_factory):
 
 def _jobs(root):
   d = root / "ppo_classic@1024"
-  return d / "CartPole-v1__seed1", d / "CartPole-v1__seed1001"
+  return d / "CartPole-v1__seed1", d / "CartPole-v1__seed10001"
 
 
 def test_rerun_skips_finished_and_resumes_interrupted(suite_root, capsys):
@@ -30,7 +30,7 @@ def test_rerun_skips_finished_and_resumes_interrupted(suite_root, capsys):
   assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(suite_root)]) == 0
   out = capsys.readouterr().out
   assert "skip   CartPole-v1__seed1 (done)" in out
-  assert "resume  CartPole-v1__seed1001: " in out and "--resume" in out
+  assert "resume  CartPole-v1__seed10001: " in out and "--resume" in out
   assert (second / "result.json").is_file()
   assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(suite_root)]) == 0
   assert capsys.readouterr().out.count("skip") == 2

@@ -83,7 +83,11 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     steps = checkpointer.steps()
     if step is not None and step not in steps:
       raise UsageError(f"--step {step}: no such checkpoint in {checkpointer.directory} (have {sorted(steps)})")
-    state, _, step = checkpointer.restore(template, step)
+    state, meta, step = checkpointer.restore(template, step)
   finally:
     checkpointer.close()
+  for key, want in (("env", spec.env_id), ("network", config.network)):
+    if meta.get(key, want) != want:  # shapes can agree across envs and networks (two Atari games, 6 actions)
+      raise UsageError(f"checkpoint {step} in {run_dir} was trained with {key} {meta[key]}, but the run's "
+                       f"{rundir.CONFIG} says {want}")
   return LoadedRun(algo, config, spec, network, jax.device_put(state), step, seeds)

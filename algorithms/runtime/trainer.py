@@ -9,7 +9,9 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -33,10 +35,16 @@ RESULT = "result.json"
 
 
 def hardware() -> str:
-  """The machine in a few words, for reports: CPU, core count, JAX devices."""
+  """The machine in a few words, for reports: CPU model, usable cores, JAX devices."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   devices = jax.devices()
-  return (f"{platform.machine()} {os.cpu_count()} cores, {len(devices)}x {devices[0].device_kind} "
-          f"({jax.default_backend()})")
+  return f"{cpu}, {cores} cores, {len(devices)}x {devices[0].device_kind} ({jax.default_backend()})"
 
 
 def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
@@ -82,6 +90,10 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
   if not resuming:
     rundir.check_new_run_dir(config.run_dir, config.overwrite)
   xla.configure(spec.image_obs)  # before the first JAX computation
+  if threading.current_thread() is threading.main_thread():
+    # NOTE: a process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
+    # then never raises KeyboardInterrupt; benchmarks.run stops its jobs with SIGINT so that they checkpoint.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
   return Setup(config, spec, network, resuming)
 
 
@@ -155,7 +167,8 @@ class Run:
     self.state, self.step_last, self.t_last = state, step, time.time()
 
   def save(self, step: int, state) -> None:
-    meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime())
+    meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime(), env=self.spec.env_id,
+                network=self.config.network)
     self.checkpointer.save(step, state, meta)
 
   @staticmethod
@@ -165,6 +178,9 @@ class Run:
 
   def stop_non_finite(self, step: int, metrics: dict) -> int:
     bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if not np.all(np.isfinite(v)))
+    if len(self.seeds) > 1:
+      finite = np.all([np.isfinite(np.reshape(metrics[k], -1)) for k in ("loss", "grad_norm")], axis=0)
+      bad = f"agent seed {', '.join(str(s) for s, ok in zip(self.seeds, finite) if not ok)}: {bad}"
     last = max(self.checkpointer.steps(), default=None)
     self.close()
     print(f"error: non-finite loss at step {step} ({bad}); training stopped, last good checkpoint: "
@@ -172,9 +188,13 @@ class Run:
     return 1
 
   def interrupted(self, state) -> None:
-    step = int(np.max(jax.device_get(state.global_step)))
-    if step > 0 and step not in self.checkpointer.steps():
-      self.save(step, state)
+    try:
+      step = int(np.max(jax.device_get(state.global_step)))
+    except RuntimeError:  # NOTE: on accelerators the update donates the state; Ctrl-C inside it leaves none to save
+      step = max(self.checkpointer.steps(), default=0)
+    else:
+      if step > 0 and step not in self.checkpointer.steps():
+        self.save(step, state)
     self.close()
     print(f"interrupted: checkpoint at step {step}; continue with --resume {self.config.run_dir}", file=sys.stderr)
 
@@ -185,10 +205,13 @@ class Run:
     returns = [t.mean_return() for t in self.tracker.agents]
     result = dict(env=cfg.env, seeds=self.seeds, total_timesteps=cfg.total_timesteps, walltime=round(walltime, 1),
                   sps=round(len(self.seeds) * cfg.total_timesteps / max(walltime, 1e-9), 1),
-                  episode_return=[None if np.isnan(r) else r for r in returns], eval_return=self.last_eval,
+                  episode_return=[None if np.isnan(r) else r for r in returns],
+                  eval_return=[None if v is None or np.isnan(v) else v for v in self.last_eval],
                   eval_episodes=cfg.eval_episodes, hardware=hardware())
-    with open(os.path.join(cfg.run_dir, RESULT), "w") as f:
-      json.dump(result, f, indent=2)
+    path = os.path.join(cfg.run_dir, RESULT)
+    with open(path + ".tmp", "w") as f:
+      json.dump(result, f, indent=2, allow_nan=False)
+    os.replace(path + ".tmp", path)  # whole or absent: benchmarks.run takes its presence for a finished run
     for seed, ret, ev in zip(self.seeds, returns, self.last_eval):
       print(f"done: seed {seed}: {cfg.total_timesteps} steps in {walltime:.0f}s, episode_return {ret:.2f}, "
             f"eval_return {ev if ev is None else round(ev, 2)}, run dir {cfg.run_dir}")
