@@ -114,7 +114,7 @@ def _evaluate(cfg: EvalConfig) -> int:
     with open(os.path.join(out_dir, f"{run.step}.json"), "w") as f:
       json.dump(result, f, indent=2)
     who = f"seed {agent_seed}, " if len(run.seeds) > 1 else ""
-    print(f"{run.spec.env_id} step {run.step} ({who}{cfg.episodes} games, {'greedy' if cfg.greedy else 'sampled'}): "
+    print(f"{run.spec.env_id} step {run.step} ({who}{cfg.episodes} game{'s' if cfg.episodes > 1 else ''}, {'greedy' if cfg.greedy else 'sampled'}): "
           f"return {ret['mean']:.2f} +- {ret['std']:.2f} (min {ret['min']:g}, max {ret['max']:g}), "
           f"length {length['mean']:.1f} +- {length['std']:.1f} (min {length['min']:g}, max {length['max']:g})")
     for path in videos:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.throughput                     # MuJoCo and Atari PARL settings, each in its own process
     python -m benchmarks.throughput --setting atari --repeats 5
+    python -m benchmarks.throughput --setting mujoco --num-seeds 1 --num-seeds 3   # 3 seeds vmapped vs 1
 
 For each setting the script alternates, `--repeats` times: raw envpool with random actions (same env, same env
 count, same protocol) for one rollout's worth of steps, then one PPO iteration (rollout + jitted update) exactly as
@@ -45,53 +46,78 @@ def raw_envpool(spec, num_envs: int, steps: int, seed: int, env=None) -> float:
   return steps / (time.perf_counter() - t0)
 
 
-def measure(setting: str, repeats: int, **overrides) -> dict:
+def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **overrides) -> list[dict]:
+  """One row per entry of `num_seeds` (agents vmapped in one process over one envpool of K x num_envs envs).
+
+  Each repeat runs raw envpool (num_envs envs, one agent's rollout worth of steps) and then one PPO iteration of
+  every variant, so all of them see the same machine state. `cost_vs_1` is an iteration's time over the 1-agent
+  iteration's (K would mean no gain from vmapping K seeds; 1 would mean the extra seeds are free).
+  """
   from algorithms.runtime import xla
   from envs import resolve_env
   spec = resolve_env(SETTINGS[setting]["env"])
   xla.configure(spec.image_obs)
   import jax
+  import jax.numpy as jnp
   import networks
   from algorithms import acting, ppo
   from algorithms.parallel import lift
   from algorithms.ppo_config import PPOConfig
-  from envs import EpisodeTracker, make_env
+  from envs import AgentTrackers, make_env
   from envs.rollout import make_rollout
 
   name = networks.default_network(spec.discrete, spec.image_obs)
-  cfg = PPOConfig(**SETTINGS[setting], **overrides).resolve(spec.family, name)
   net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
-  state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
-  rollout = make_rollout(spec, cfg.num_envs, cfg.num_steps, cfg.env_groups, 0,
-                         acting.make_act_fn(net, spec.discrete, cfg.normalize_obs), EpisodeTracker(cfg.num_envs))
-  update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs))
+  variants = []
+  for k in num_seeds:
+    cfg = PPOConfig(**SETTINGS[setting], num_seeds=k, **overrides).resolve(spec.family, name)
+    init = lambda key, cfg=cfg: ppo.init_state(cfg, net, spec.obs_shape, key)  # noqa: E731
+    keys = jnp.stack([jax.random.PRNGKey(j) for j in range(k)])
+    state = init(keys[0]) if k == 1 else jax.vmap(init)(keys)
+    rollout = make_rollout(spec, k * cfg.num_envs, cfg.num_steps, cfg.env_groups, 0,
+                           acting.make_act_fn(net, spec.discrete, cfg.normalize_obs, num_agents=k),
+                           AgentTrackers(k, cfg.num_envs))
+    update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs), num_agents=k, split=ppo.split_agents)
+    variants.append(dict(k=k, cfg=cfg, state=state, rollout=rollout, update=update, times=[], collect=[], learn=[]))
+  cfg = variants[0]["cfg"]
   raw_env = make_env(spec.env_id, cfg.num_envs, 1)
 
-  def ppo_iteration(state):
+  def ppo_iteration(v):
     t0 = time.perf_counter()
-    traj, (obs_norm, key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+    state = v["state"]
+    traj, (obs_norm, key) = v["rollout"].collect(state.params, (state.obs_norm, state.actor_key))
     t1 = time.perf_counter()
-    state, metrics = update(state.replace(obs_norm=obs_norm, actor_key=key), traj)
+    v["state"], metrics = v["update"](state.replace(obs_norm=obs_norm, actor_key=key), traj)
     jax.block_until_ready(metrics)
-    return state, t1 - t0, time.perf_counter() - t1
+    return t1 - t0, time.perf_counter() - t1
 
-  t0 = time.perf_counter()
-  state, _, _ = ppo_iteration(state)  # compiles
-  compile_s = time.perf_counter() - t0
-  raw, train, collect, learn = [], [], [], []
+  compile_s = {}
+  for v in variants:
+    t0 = time.perf_counter()
+    ppo_iteration(v)  # compiles
+    compile_s[v["k"]] = time.perf_counter() - t0
+  raw = []
   for _ in range(repeats):
     raw.append(raw_envpool(spec, cfg.num_envs, cfg.batch_size, seed=len(raw), env=raw_env))
-    state, c, u = ppo_iteration(state)
-    train.append(cfg.batch_size / (c + u))
-    collect.append(c)
-    learn.append(u)
-  raw_sps, ppo_sps = statistics.median(raw), statistics.median(train)
-  return dict(setting=setting, env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.batch_size,
-              epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}", raw_sps=round(raw_sps),
-              train_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
-              rollout_s=round(statistics.median(collect), 3), update_s=round(statistics.median(learn), 3),
-              env_groups=cfg.env_groups, first_iteration_s=round(compile_s, 1), repeats=repeats,
-              backend=jax.default_backend())
+    for v in variants:
+      c, u = ppo_iteration(v)
+      v["times"].append(c + u)
+      v["collect"].append(c)
+      v["learn"].append(u)
+  raw_sps = statistics.median(raw)
+  base = statistics.median(variants[0]["times"])
+  rows = []
+  for v in variants:
+    t = statistics.median(v["times"])
+    ppo_sps = v["k"] * cfg.batch_size / t
+    rows.append(dict(setting=setting, env=spec.env_id, num_seeds=v["k"], num_envs=cfg.num_envs,
+                     batch=cfg.batch_size, epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}",
+                     raw_sps=round(raw_sps), train_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
+                     rollout_s=round(statistics.median(v["collect"]), 3),
+                     update_s=round(statistics.median(v["learn"]), 3), cost_vs_1=round(t / base, 2),
+                     env_groups=cfg.env_groups, first_iteration_s=round(compile_s[v["k"]], 1), repeats=repeats,
+                     backend=jax.default_backend()))
+  return rows
 
 
 def measure_impala(repeats: int, updates: int = 8) -> dict:
@@ -147,7 +173,7 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
   t0 = time.perf_counter()
   state, _, _ = impala_phase(state, 1)  # compiles
   compile_s = time.perf_counter() - t0
-  ppo_result = measure("atari", repeats)  # PPO's own alternation with raw envpool (8 envs), in this process
+  ppo_result = measure("atari", repeats)[0]  # PPO's own alternation with raw envpool (8 envs), in this process
   raw, train, learn = [], [], []
   for _ in range(repeats):
     raw.append(raw_envpool(spec, cfg.num_envs, cfg.steps_per_update * 2, seed=len(raw), env=raw_env))
@@ -171,6 +197,8 @@ def main(argv=None) -> int:
   parser.add_argument("--json", help="also write the results to this JSON file")
   parser.add_argument("--env-groups", type=int, action="append",
                       help="acting-loop env groups to compare (default: the config's choice)")
+  parser.add_argument("--num-seeds", type=int, action="append",
+                      help="agents vmapped in one process to compare, e.g. --num-seeds 1 --num-seeds 3 (one setting)")
   args = parser.parse_args(argv)
   settings = args.setting or sorted(SETTINGS)
   results = []
@@ -178,7 +206,8 @@ def main(argv=None) -> int:
     results.append(measure_impala(args.repeats))
   elif len(settings) == 1:
     for groups in args.env_groups or [None]:
-      results.append(measure(settings[0], args.repeats, **({} if groups is None else {"env_groups": groups})))
+      results.extend(measure(settings[0], args.repeats, tuple(args.num_seeds or [1]),
+                             **({} if groups is None else {"env_groups": groups})))
   else:  # XLA flags differ per setting and are read once per process
     for s in settings:
       extra = [a for g in (args.env_groups or []) for a in ("--env-groups", str(g))]
