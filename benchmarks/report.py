@@ -78,6 +78,7 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
   for env, runs in by_env.items():
     done = [a for a in runs if a.finished]
     if not runs:
+      lines.append("| " + " | ".join([env, "0 (not run)"] + ["–"] * (len(header) - 2)) + " |")
       continue
     train = [final(a.train_return) for a in done]
     evals = [final(a.eval_return) for a in done]
