@@ -113,6 +113,14 @@ def test_bad_inputs(cartpole_run, tmp_path):
   shutil.copytree(other / "checkpoints", mixed / "checkpoints")
   _one_line_exit_2(_cli(mixed), "does not fit this config")
   assert not (mixed / "eval").exists()
+  # Same shapes, other env: caught by the env name the checkpoint recorded.
+  relabelled = tmp_path / "relabelled"
+  shutil.copytree(cartpole_run, relabelled, ignore=shutil.ignore_patterns("eval"))
+  meta_path = relabelled / "checkpoints" / "4096" / "meta" / "metadata"
+  meta = json.loads(meta_path.read_text())
+  assert meta["env"] == "CartPole-v1" and meta["network"] == "mlp_categorical"
+  meta_path.write_text(json.dumps(dict(meta, env="CartPole-v0")))
+  _one_line_exit_2(_cli(relabelled), "was trained with env CartPole-v0")
 
 
 def test_mujoco_video_without_renderer(tmp_path):
