@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from algorithms.runtime.rundir import algo_of
+
 
 class RunDataError(ValueError):
   """A path that is not a readable run directory; the message names it."""
@@ -68,7 +70,7 @@ def load(run_dir: str) -> list[AgentRun]:
       result = json.load(f)
   except (OSError, ValueError):
     pass  # still running, interrupted, or cut short
-  algo = "impala" if "unroll_length" in config else "ppo"
+  algo = algo_of(config) or "unknown"
   k, num_envs = int(config.get("num_seeds", 1)), int(config["num_envs"])
   seeds = [config["seed"] + j * num_envs for j in range(k)]
   agents = []

@@ -47,11 +47,10 @@ def _algo(run_dir: str) -> str:
     raise UsageError(f"{run_dir} is not a run directory (no {rundir.CONFIG})") from None
   except (OSError, json.JSONDecodeError) as e:
     raise UsageError(f"{run_dir}: unreadable {rundir.CONFIG} ({e})") from None
-  if "unroll_length" in fields:
-    return "impala"
-  if "num_steps" in fields:
-    return "ppo"
-  raise UsageError(f"{run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
+  algo = rundir.algo_of(fields)
+  if algo is None:
+    raise UsageError(f"{run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
+  return algo
 
 
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:

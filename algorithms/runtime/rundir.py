@@ -34,6 +34,13 @@ def create_run_dir(path: str, config, overwrite: bool) -> None:
     json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
 
 
+def algo_of(fields: dict) -> str | None:
+  """'ppo' or 'impala' from a config.json's fields (None if neither): the trainers' configs differ in these."""
+  if "unroll_length" in fields:
+    return "impala"
+  return "ppo" if "num_steps" in fields else None
+
+
 def load_config(path: str, config_cls: type, flag: str = "--resume"):
   """Reads a run directory's config.json into `config_cls`; UsageError if it is not a run directory of that kind."""
   cfg_path = os.path.join(path, CONFIG)
