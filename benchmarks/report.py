@@ -78,7 +78,8 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
   for env, runs in by_env.items():
     done = [a for a in runs if a.finished]
     if not runs:
-      lines.append("| " + " | ".join([env, "0 (not run)"] + ["–"] * (len(header) - 2)) + " |")
+      row = [env, "0 (not run)"] + ["–"] * 4 + [_fmt(suite.reference(c, env)) for c in refs]
+      lines.append("| " + " | ".join(row + ([] if shortened else ["n/a"])) + " |")
       continue
     train = [final(a.train_return) for a in done]
     evals = [final(a.eval_return) for a in done]
