@@ -7,7 +7,8 @@
     python -m benchmarks.report ppo_mujoco                        # then the tables and figures
 
 Runs go to `--root/SUITE/ENV__seed<S>[x<K>]` (`--root` defaults to benchmarks/runs), one process per job. PPO
-trains `--seeds-per-process` seeds (default: all) in one process with `--num-seeds`, vmapped over one envpool;
+trains `--seeds-per-process` seeds (default: all; ppo_atari: 1, since vmapped conv updates are slow on XLA:CPU) in
+one process with `--num-seeds`, vmapped over one envpool;
 IMPALA runs one process per seed. A job whose directory holds `result.json` is done and skipped; one with a
 checkpoint is continued with `--resume`; one without is started afresh. At the budget, running jobs are
 interrupted (they checkpoint first) and rerunning the same command continues them. Each job's output goes to a
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--seeds", type=int, default=3, help="seeds per env (default 3)")
   parser.add_argument("--seed", type=int, default=1, help="first seed (default 1)")
   parser.add_argument("--seeds-per-process", type=int, default=None,
-                      help="PPO: seeds vmapped in one process (default: all); IMPALA: always 1")
+                      help="PPO: seeds vmapped in one process (default: all; ppo_atari: 1); IMPALA: always 1")
   parser.add_argument("--envs", default=None, help="comma-separated subset of the suite's envs")
   parser.add_argument("--total-timesteps", type=int, default=None,
                       help="shorten (or lengthen) every run; such runs go to SUITE@STEPS and are labelled")
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
       parser.exit(2, f"error: --{name.replace('_', '-')} must be positive, got {value}\n")
   if args.budget_hours is not None and args.budget_hours <= 0:
     parser.exit(2, f"error: --budget-hours must be positive, got {args.budget_hours}\n")
-  per_process = 1 if suite.algo == "impala" else (args.seeds_per_process or args.seeds)
+  per_process = 1 if suite.algo == "impala" else (args.seeds_per_process or suite.seeds_per_process or args.seeds)
   directory = suite_dir(args.root, args.suite, suite, args.total_timesteps)
   jobs = plan(suite, directory, list(envs), args.seeds, per_process, args.seed)
   if args.dry_run:

@@ -27,6 +27,7 @@ class Suite:
   references: dict               # column -> {env: number}
   verdict_against: str           # the reference column the verdict compares with
   flags: tuple[str, ...] = ()    # extra run flags shared by every run of the suite
+  seeds_per_process: int | None = None  # PPO seeds vmapped per process by default (None: all)
 
   def reference(self, column: str, env: str):
     return self.references.get(column, {}).get(env)
@@ -65,6 +66,9 @@ SUITES = {
         },
         verdict_against="PPO paper",
         flags=("--eval-episodes", "10"),
+        # NOTE: on XLA:CPU an iteration of 3 vmapped Nature-CNN agents took 6.3x one agent's (benchmarks/RESULTS.md),
+        # so seeds get their own processes by default; on a GPU, try --seeds-per-process 3.
+        seeds_per_process=1,
     ),
     "impala_atari": Suite(
         algo="impala",
