@@ -13,7 +13,7 @@ import numpy as np
 
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
-from algorithms.parallel import lift
+from algorithms.parallel import AXIS, lift
 from algorithms.runtime import trainer
 from algorithms.runtime.cli import UsageError, main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
@@ -42,13 +42,21 @@ def main(argv: list[str] | None = None) -> int:
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
   device = actor_device(config.actor_device)
+  if config.learner_devices > len(jax.local_devices()):  # before the run directory is made
+    raise UsageError(f"--learner-devices {config.learner_devices}: only {len(jax.local_devices())} local devices "
+                     f"here")
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)
   state, start_step = run.state, run.start_step
 
   act_fn = acting.make_act_fn(network, spec.discrete, normalize_obs=False)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, normalize_obs=False)
-  update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs))
+  devices = config.learner_devices
+  if devices > 1 and device is None:
+    device = jax.local_devices()[0]  # actors act on one device, not on the learner's replicated copy
+  update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs,
+                                         axis_name=AXIS if devices > 1 else None),
+                   devices=devices, batch_axis=lambda path: 0 if path[-1].name == "last_obs" else 1)
   store = ParamStore(state.params, int(state.update), device)
   no_norm = normalize.init(())
 

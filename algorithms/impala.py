@@ -15,6 +15,7 @@ import optax
 from flax import struct
 
 from algorithms.impala_config import ImpalaConfig
+from algorithms.parallel import all_sum, value_and_grad
 from algorithms.vtrace import vtrace_batch
 from networks import apply_chunked, cpu_conv_chunks, distribution
 
@@ -74,8 +75,14 @@ def init_state(config: ImpalaConfig, network: nn.Module, obs_shape, key: chex.PR
                      global_step=jnp.zeros((), jnp.int32))
 
 
-def make_update_fn(config: ImpalaConfig, network: nn.Module, discrete: bool, image_obs: bool):
-  """Returns `update(state, traj) -> (state, metrics)`; `traj` is an `envs.rollout.Trajectory` of [T, B]."""
+def make_update_fn(config: ImpalaConfig, network: nn.Module, discrete: bool, image_obs: bool,
+                   axis_name: str | None = None):
+  """Returns `update(state, traj) -> (state, metrics)`; `traj` is an `envs.rollout.Trajectory` of [T, B].
+
+  With `axis_name` (learner devices, `parallel.lift(devices=D)`) each device holds B / D trajectories: the summed
+  losses and their gradients are summed over devices, which gives exactly the one-device update, and so are the
+  metrics.
+  """
   dist = distribution(discrete)
   tx, schedule = make_optimizer(config)
 
@@ -93,12 +100,18 @@ def make_update_fn(config: ImpalaConfig, network: nn.Module, discrete: bool, ima
                        baseline_coef=config.baseline_coef, ent_coef=config.ent_coef)
 
   def update(state: ImpalaState, traj) -> tuple[ImpalaState, dict]:
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, traj)
+    (loss, metrics), grads = value_and_grad(loss_fn, axis_name)(state.params, traj)
+    if axis_name is not None:  # per-sample means over all devices' samples, weighted by their counts
+      n = jnp.sum(traj.mask)
+      summed = ("policy_loss", "value_loss")
+      means = {k: all_sum(v * n, axis_name) / jnp.maximum(all_sum(n, axis_name), 1.0)
+               for k, v in metrics.items() if k not in summed}
+      metrics = dict(all_sum({k: metrics[k] for k in summed}, axis_name), **means)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.update))
     T, B = traj.rewards.shape
     state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                          update=state.update + 1, global_step=state.global_step + T * B)
+                          update=state.update + 1, global_step=state.global_step + all_sum(T * B, axis_name))
     return state, metrics
 
   return update

@@ -60,11 +60,17 @@ class ImpalaConfig(RunConfig):
   """JAX device the actors act on: a platform (`cpu`, `gpu`) or `platform:index` such as `cpu:1`; `cpu` keeps a GPU
   for the learner (default: JAX's default device, where the learner runs)."""
 
+  learner_devices: int = 1
+  """Local devices the learner update is data-parallel over (shard_map: trajectories split between them, summed
+  gradients summed across them; the same update as on one device). Must divide --batch-size."""
+
   def __post_init__(self):
     super().__post_init__()
     check_positive(self, "num_actors", "envs_per_actor", "unroll_length", "batch_size", "queue_size",
                    "learning_rate", "rmsprop_decay", "rmsprop_eps", "max_grad_norm", "queue_timeout",
-                   "forward_chunks", "rho_bar", "c_bar")
+                   "forward_chunks", "rho_bar", "c_bar", "learner_devices")
+    if self.batch_size % self.learner_devices:
+      raise ConfigError(f"--learner-devices {self.learner_devices} does not divide --batch-size {self.batch_size}")
     check_positive(self, "ent_coef", "baseline_coef", allow_zero=("ent_coef", "baseline_coef"))
     check_range(self, "gamma", 0.0, 1.0)
     check_range(self, "vtrace_lambda", 0.0, 1.0)

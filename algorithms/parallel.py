@@ -1,7 +1,9 @@
 """The one place where learner functions are lifted over agents and devices.
 
 `lift` turns a function written for one agent, `fn(state, batch) -> (state, metrics)`, into the compiled update the
-trainers call. Moving between `vmap`, `pmap` and `shard_map` touches only this module.
+trainers call: vmapped over several agents (seeds), or data-parallel over several local devices with `shard_map`
+(state replicated, batch sharded). Learners written for devices reduce across them only through `all_sum` and
+`all_mean` below, so moving between `shard_map`, `pmap` or another engine touches only this module.
 """
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+AXIS = "data"  # the mesh axis learner devices share
 
 
 def split_axis(x: jax.Array, num_agents: int, axis: int) -> jax.Array:
@@ -17,15 +23,71 @@ def split_axis(x: jax.Array, num_agents: int, axis: int) -> jax.Array:
   return jnp.moveaxis(x.reshape(shape), axis, 0)
 
 
-def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None) -> Callable:
-  """jit(fn); with `num_agents` K > 1 (several seeds in one process), vmapped over a leading agent axis of the state.
+def all_sum(tree, axis_name: str | None):
+  """Sums a pytree (gradients, summed losses, counts) over the learner devices; identity on one device."""
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
-  The batch then comes as the acting loop collected it, all agents' envs side by side; `split(batch, K)` gives it a
-  leading agent axis inside the jit, so the host never copies it. Metrics come back with a leading agent axis.
+
+def all_mean(tree, axis_name: str | None):
+  """Averages a pytree over the learner devices; identity on one device."""
+  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def value_and_grad(loss_fn: Callable, axis_name: str | None, reduce: Callable = all_sum) -> Callable:
+  """`jax.value_and_grad(loss_fn, has_aux=True)` whose loss and gradients are reduced over the learner devices.
+
+  `reduce` is `all_sum` for losses summed over the batch (IMPALA), `all_mean` for per-device means of equal
+  shards. NOTE: under `shard_map` the gradient of replicated parameters would be summed over devices implicitly;
+  casting them to per-device values first keeps every device's gradient its own, so the one reduction is this one.
   """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def wrapped(params, *args):
+    if axis_name is not None:
+      params = jax.lax.pcast(params, axis_name, to="varying")
+    (loss, aux), grads = grad_fn(params, *args)
+    return (reduce(loss, axis_name), aux), reduce(grads, axis_name)
+
+  return wrapped
+
+
+def learner_mesh(devices: int) -> Mesh:
+  local = jax.local_devices()
+  if devices > len(local):
+    raise ValueError(f"{devices} learner devices asked for, {len(local)} present")
+  return Mesh(np.array(local[:devices]), (AXIS,))
+
+
+def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, devices: int = 1,
+         batch_axis: Callable | None = None) -> Callable:
+  """jit(fn); vmapped over agents when `num_agents` K > 1; data-parallel over `devices` D > 1 local devices.
+
+  Agents: the batch comes as the acting loop collected it, all agents' envs side by side; `split(batch, K)` gives it
+  a leading agent axis inside the jit, so the host never copies it. Metrics come back with a leading agent axis.
+
+  Devices: `fn` must have been built to reduce over `AXIS` (gradients with `all_sum`/`all_mean`); each batch leaf
+  is split into D equal parts along `batch_axis(path)` (its env axis), the state is replicated, and the outputs are
+  the (identical) replicated results.
+  """
+  # NOTE: buffer donation lets XLA update parameters in place on accelerators; XLA:CPU ignores it with a warning.
+  donate = (0,) if jax.default_backend() != "cpu" else ()
+  if num_agents > 1 and devices > 1:
+    raise ValueError("several agents and several learner devices together are not supported")
   if num_agents > 1:
     vmapped = jax.vmap(fn)
     fn = lambda state, batch: vmapped(state, split(batch, num_agents))  # noqa: E731
-  # NOTE: buffer donation lets XLA update parameters in place on accelerators; XLA:CPU ignores it with a warning.
-  donate = (0,) if jax.default_backend() != "cpu" else ()
-  return jax.jit(fn, donate_argnums=donate)
+  if devices == 1:
+    return jax.jit(fn, donate_argnums=donate)
+  mesh = learner_mesh(devices)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  compiled = {}
+
+  def call(state, batch):
+    treedef = jax.tree.structure(batch)
+    if treedef not in compiled:
+      specs = jax.tree_util.tree_map_with_path(lambda p, _: PartitionSpec(*[None] * batch_axis(p), AXIS), batch)
+      compiled[treedef] = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), specs),
+                                                out_specs=PartitionSpec()), donate_argnums=donate)
+    return compiled[treedef](jax.device_put(state, replicated), batch)
+
+  return call
