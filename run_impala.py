@@ -13,7 +13,7 @@ import numpy as np
 
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
-from algorithms.parallel import AXIS, lift
+from algorithms.parallel import AXIS, env_axis, lift
 from algorithms.runtime import trainer
 from algorithms.runtime.cli import UsageError, main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     device = jax.local_devices()[0]  # actors act on one device, not on the learner's replicated copy
   update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs,
                                          axis_name=AXIS if devices > 1 else None),
-                   devices=devices, batch_axis=lambda path: 0 if path[-1].name == "last_obs" else 1)
+                   devices=devices, batch_axis=env_axis)
   store = ParamStore(state.params, int(state.update), device)
   no_norm = normalize.init(())
 

@@ -17,6 +17,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 AXIS = "data"  # the mesh axis learner devices share
 
 
+def env_axis(path) -> int:
+  """The env axis of a trajectory leaf at `path`: time-major fields are [T, N, ...], `last_obs` is [N, ...]."""
+  return 0 if path[-1].name == "last_obs" else 1
+
+
 def split_axis(x: jax.Array, num_agents: int, axis: int) -> jax.Array:
   """[..., K * N (at `axis`), ...] -> [K, ..., N, ...]: agent j's rows j * N ... (j + 1) * N - 1 moved to a new axis 0."""
   shape = x.shape[:axis] + (num_agents, x.shape[axis] // num_agents) + x.shape[axis + 1:]

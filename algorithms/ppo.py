@@ -15,7 +15,7 @@ from flax import struct
 
 from algorithms import normalize
 from algorithms.gae import gae_batch
-from algorithms.parallel import split_axis
+from algorithms.parallel import env_axis, split_axis
 from algorithms.ppo_config import PPOConfig
 from networks import apply_chunked, cpu_conv_chunks, distribution
 
@@ -114,7 +114,7 @@ def init_state(config: PPOConfig, network: nn.Module, obs_shape, key: chex.PRNGK
 def split_agents(traj, num_agents: int):
   """A rollout of K agents' envs side by side ([T, K * N, ...]; last_obs [K * N, ...]) -> [K, T, N, ...] per field."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: split_axis(x, num_agents, 0 if path[-1].name == "last_obs" else 1), traj)
+      lambda path, x: split_axis(x, num_agents, env_axis(path)), traj)
 
 
 def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_obs: bool):

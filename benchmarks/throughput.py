@@ -221,7 +221,8 @@ def main(argv=None) -> int:
     if args.json == "/dev/stdout":
       return 0
   cols = list(dict.fromkeys(k for r in results for k in r))
-  print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
+  from algorithms.runtime.trainer import hardware
+  print(f"# machine: {hardware()}, {platform.platform()}")
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))
   for r in results:

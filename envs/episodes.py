@@ -107,6 +107,8 @@ class AgentTrackers:
 
   def update(self, reward, terminated, truncated, info, reset_step, envs: slice = slice(None)
              ) -> list[tuple[int, float, int]]:
+    if len(self.agents) == 1:  # NOTE: the per-step path of every single-seed run: no slicing
+      return self.agents[0].update(reward, terminated, truncated, info, reset_step, envs=envs)
     n, total = self.envs_per_agent, self.envs_per_agent * len(self.agents)
     start, stop = envs.start or 0, total if envs.stop is None else envs.stop
     finished = []

@@ -11,7 +11,7 @@ import jax, numpy as np
 import networks
 from algorithms import impala
 from algorithms.impala_config import ImpalaConfig
-from algorithms.parallel import AXIS, lift
+from algorithms.parallel import AXIS, env_axis, lift
 from envs.rollout import Trajectory
 assert len(jax.devices()) == 4
 cfg = ImpalaConfig(env="CartPole-v1", num_actors=1, envs_per_actor=8, batch_size=8).resolve("classic",
@@ -28,7 +28,7 @@ traj = Trajectory(obs=f32(rng.normal(size=(T, B, 4))), actions=rng.integers(0, 2
                   last_obs=f32(rng.normal(size=(B, 4))))
 one = lift(impala.make_update_fn(cfg, net, True, False))
 four = lift(impala.make_update_fn(cfg, net, True, False, axis_name=AXIS), devices=4,
-            batch_axis=lambda path: 0 if path[-1].name == "last_obs" else 1)
+            batch_axis=env_axis)
 s1, m1 = one(state, traj)
 for _ in range(3):  # several updates, so the optimiser state takes part too
   s1, m1 = one(s1, traj)

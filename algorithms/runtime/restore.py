@@ -6,8 +6,6 @@ checkpoint that does not fit the saved network or env) raises UsageError with on
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import jax
@@ -36,33 +34,19 @@ class LoadedRun:
     return state.params, getattr(state, "obs_norm", None)
 
 
-def _algo(run_dir: str) -> str:
-  path = os.path.join(run_dir, rundir.CONFIG)
-  if not os.path.isdir(run_dir):
-    raise UsageError(f"{run_dir}: no such run directory")
-  try:
-    with open(path) as f:
-      fields = json.load(f)
-  except FileNotFoundError:
-    raise UsageError(f"{run_dir} is not a run directory (no {rundir.CONFIG})") from None
-  except (OSError, json.JSONDecodeError) as e:
-    raise UsageError(f"{run_dir}: unreadable {rundir.CONFIG} ({e})") from None
-  algo = rundir.algo_of(fields)
-  if algo is None:
-    raise UsageError(f"{run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
-  return algo
-
-
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
   """Loads the run's config and its latest checkpoint (or `step`), rebuilding network and state shapes."""
-  algo = _algo(run_dir)
+  fields = rundir.read_fields(run_dir, flag="RUN_DIR")
+  algo = rundir.algo_of(fields)
+  if algo is None:
+    raise UsageError(f"RUN_DIR {run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
   if algo == "ppo":
     from algorithms import ppo as module
     from algorithms.ppo_config import PPOConfig as cls
   else:
     from algorithms import impala as module
     from algorithms.impala_config import ImpalaConfig as cls
-  config = rundir.load_config(run_dir, cls, flag="RUN_DIR")
+  config = rundir.load_config(run_dir, cls, flag="RUN_DIR", fields=fields)
   try:
     spec = resolve_env(config.env, notify=False)
   except UnknownEnvError as e:

@@ -41,8 +41,8 @@ def algo_of(fields: dict) -> str | None:
   return "ppo" if "num_steps" in fields else None
 
 
-def load_config(path: str, config_cls: type, flag: str = "--resume"):
-  """Reads a run directory's config.json into `config_cls`; UsageError if it is not a run directory of that kind."""
+def read_fields(path: str, flag: str = "--resume") -> dict:
+  """A run directory's config.json as a dict; UsageError (naming `flag`) if `path` is not a run directory."""
   cfg_path = os.path.join(path, CONFIG)
   if not os.path.isdir(path):
     raise UsageError(f"{flag} {path}: no such run directory")
@@ -53,6 +53,13 @@ def load_config(path: str, config_cls: type, flag: str = "--resume"):
       data = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise UsageError(f"{flag} {path}: unreadable {CONFIG} ({e})") from None
+  return data
+
+
+def load_config(path: str, config_cls: type, flag: str = "--resume", fields: dict | None = None):
+  """Reads a run directory's config.json (or its already read `fields`) into `config_cls`; UsageError if it is not
+  a run directory of that kind."""
+  data = read_fields(path, flag) if fields is None else fields
   names = {f.name for f in dataclasses.fields(config_cls)}
   unknown = sorted(set(data) - names)
   if unknown:
