@@ -15,7 +15,7 @@ from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
 from algorithms.parallel import AXIS, env_axis, lift
 from algorithms.runtime import trainer
-from algorithms.runtime.cli import UsageError, main_guard, parse
+from algorithms.runtime.cli import main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
 
@@ -24,27 +24,12 @@ LEARNER_METRICS = ["loss", "policy_loss", "value_loss", "entropy", "kl", "rho_me
                    "policy_lag_max"]
 
 
-def actor_device(name: str | None):
-  """`cpu`, `gpu`, or `platform:index` such as `cpu:1`."""
-  if name is None:
-    return None
-  platform, _, index = name.partition(":")
-  try:
-    devices = jax.devices(platform)
-    return devices[int(index or 0)]
-  except (RuntimeError, ValueError, IndexError):
-    raise UsageError(f"--actor-device {name}: no such JAX device here (try cpu or cpu:0)") from None
-
-
 @main_guard
 def main(argv: list[str] | None = None) -> int:
   config = parse(ImpalaConfig, argv, __doc__)
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
-  device = actor_device(config.actor_device)
-  if config.learner_devices > len(jax.local_devices()):  # before the run directory is made
-    raise UsageError(f"--learner-devices {config.learner_devices}: only {len(jax.local_devices())} local devices "
-                     f"here")
+  device = setup.actor_device
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)
   state, start_step = run.state, run.start_step
@@ -52,8 +37,6 @@ def main(argv: list[str] | None = None) -> int:
   act_fn = acting.make_act_fn(network, spec.discrete, normalize_obs=False)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, normalize_obs=False)
   devices = config.learner_devices
-  if devices > 1 and device is None:
-    device = jax.local_devices()[0]  # actors act on one device, not on the learner's replicated copy
   update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs,
                                          axis_name=AXIS if devices > 1 else None),
                    devices=devices, batch_axis=env_axis)

@@ -10,7 +10,7 @@ import sys
 import jax
 
 from algorithms import acting, ppo
-from algorithms.parallel import lift
+from algorithms.parallel import AXIS, env_axis, lift
 from algorithms.ppo_config import PPOConfig
 from algorithms.runtime import trainer
 from algorithms.runtime.cli import main_guard, parse
@@ -32,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
 
   act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs, num_agents=K)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, config.normalize_obs)
-  update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs), num_agents=K,
-                   split=ppo.split_agents)
+  devices, device = config.learner_devices, setup.actor_device
+  update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs,
+                                      axis_name=AXIS if devices > 1 else None),
+                   num_agents=K, split=ppo.split_agents, devices=devices, batch_axis=env_axis)
   # NOTE: envpool seeds env i with `seed + i`, so agent j's envs get the seeds a single run with seed
   # `seed + j * num_envs` would use (config.agent_seeds).
   rollout = make_rollout(spec, K * config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     for update in range(start_step // config.batch_size, config.num_updates):
-      traj, (obs_norm, actor_key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+      inputs = (state.params, (state.obs_norm, state.actor_key))
+      if device is not None:
+        inputs = jax.device_put(inputs, device)
+      traj, (obs_norm, actor_key) = rollout.collect(*inputs)
       new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
       metrics = jax.device_get(metrics)
       step = (update + 1) * config.batch_size

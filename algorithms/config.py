@@ -68,9 +68,17 @@ class RunConfig:
   """Weights & Biases project, with --track."""
   progress: bool = True
   """Show a progress bar on stderr."""
+  learner_devices: int = 1
+  """Local devices the learner update is data-parallel over (shard_map: the batch split between them on its env
+  axis, gradients summed across them; the same update as on one device). Must divide the envs (PPO) or
+  --batch-size (IMPALA)."""
+  actor_device: str | None = None
+  """JAX device the policy acts on: a platform (`cpu`, `gpu`) or `platform:index` such as `cpu:1`; `cpu` keeps a GPU
+  for the learner (default: JAX's default device, the first learner device)."""
 
   def __post_init__(self):
-    check_positive(self, "total_timesteps", "num_envs", "checkpoint_every", "keep_checkpoints", "eval_episodes")
+    check_positive(self, "total_timesteps", "num_envs", "checkpoint_every", "keep_checkpoints", "eval_episodes",
+                   "learner_devices")
     check_positive(self, "eval_every", allow_zero=("eval_every",))
     if self.resume is not None and self.overwrite:
       raise ConfigError("--resume and --overwrite exclude each other: drop one")

@@ -56,19 +56,11 @@ class ImpalaConfig(RunConfig):
   """Seconds the learner waits for a trajectory before it reports the stuck actors and stops."""
   forward_chunks: int | None = None
   """Evaluate each batch in this many equal slices (same result; default 4 for conv nets on CPU)."""
-  actor_device: str | None = None
-  """JAX device the actors act on: a platform (`cpu`, `gpu`) or `platform:index` such as `cpu:1`; `cpu` keeps a GPU
-  for the learner (default: JAX's default device, where the learner runs)."""
-
-  learner_devices: int = 1
-  """Local devices the learner update is data-parallel over (shard_map: trajectories split between them, summed
-  gradients summed across them; the same update as on one device). Must divide --batch-size."""
-
   def __post_init__(self):
     super().__post_init__()
     check_positive(self, "num_actors", "envs_per_actor", "unroll_length", "batch_size", "queue_size",
                    "learning_rate", "rmsprop_decay", "rmsprop_eps", "max_grad_norm", "queue_timeout",
-                   "forward_chunks", "rho_bar", "c_bar", "learner_devices")
+                   "forward_chunks", "rho_bar", "c_bar")
     if self.batch_size % self.learner_devices:
       raise ConfigError(f"--learner-devices {self.learner_devices} does not divide --batch-size {self.batch_size}")
     check_positive(self, "ent_coef", "baseline_coef", allow_zero=("ent_coef", "baseline_coef"))

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from algorithms.parallel import all_sum
+
 CLIP = 10.0
 EPS = 1e-8
 
@@ -24,15 +26,19 @@ def init(shape=()) -> RunningStats:
   return RunningStats(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32), jnp.asarray(1e-4, jnp.float32))
 
 
-def update(stats: RunningStats, x: chex.Array, weight: chex.Array | None = None) -> RunningStats:
-  """Merges a batch `x` [B, *shape] (optionally weighted [B]) with Chan et al.'s parallel variance formula."""
+def update(stats: RunningStats, x: chex.Array, weight: chex.Array | None = None,
+           axis_name: str | None = None) -> RunningStats:
+  """Merges a batch `x` [B, *shape] (optionally weighted [B]) with Chan et al.'s parallel variance formula.
+
+  With `axis_name` the batch is every learner device's rows together (its moments are summed over devices).
+  """
   x = x.astype(jnp.float32)
   w = jnp.ones(x.shape[:1], jnp.float32) if weight is None else weight.astype(jnp.float32)
   wx = w.reshape((-1,) + (1,) * (x.ndim - 1))
-  n = jnp.sum(w)
+  n = all_sum(jnp.sum(w), axis_name)
   safe_n = jnp.maximum(n, 1.0)
-  batch_mean = jnp.sum(wx * x, axis=0) / safe_n
-  batch_var = jnp.sum(wx * (x - batch_mean) ** 2, axis=0) / safe_n
+  batch_mean = all_sum(jnp.sum(wx * x, axis=0), axis_name) / safe_n
+  batch_var = all_sum(jnp.sum(wx * (x - batch_mean) ** 2, axis=0), axis_name) / safe_n
   total = stats.count + n
   delta = batch_mean - stats.mean
   mean = stats.mean + delta * n / total
@@ -45,7 +51,8 @@ def normalize(stats: RunningStats, x: chex.Array) -> chex.Array:
 
 
 def scale_rewards(stats: RunningStats, returns: chex.Array, r_t: chex.Array, done_t: chex.Array,
-                  mask_t: chex.Array, gamma: float) -> tuple[chex.Array, RunningStats, chex.Array]:
+                  mask_t: chex.Array, gamma: float,
+                  axis_name: str | None = None) -> tuple[chex.Array, RunningStats, chex.Array]:
   """Return-based reward scaling (as baselines' VecNormalize): r_t / std(R), R_t = gamma R_{t-1} + r_t.
 
   Args:
@@ -53,6 +60,7 @@ def scale_rewards(stats: RunningStats, returns: chex.Array, r_t: chex.Array, don
     returns: R per env [N] carried over from the previous rollout.
     r_t, done_t, mask_t: [T, N]; done_t ends R after step t; steps with mask 0 (auto-reset) are not counted.
     gamma: discount of R.
+    axis_name: learner devices holding the other envs; the statistics count all of them.
 
   Returns:
     (scaled rewards [T, N] clipped to +-10, new stats, new returns [N]).
@@ -61,7 +69,7 @@ def scale_rewards(stats: RunningStats, returns: chex.Array, r_t: chex.Array, don
     stats, ret = carry
     r, done, m = xs
     ret = ret * gamma + r
-    stats = update(stats, ret, m)
+    stats = update(stats, ret, m, axis_name)
     scaled = jnp.clip(r / jnp.sqrt(stats.var + EPS), -CLIP, CLIP)
     return (stats, ret * (1.0 - done)), scaled
 

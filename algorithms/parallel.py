@@ -38,6 +38,24 @@ def all_mean(tree, axis_name: str | None):
   return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
+def all_gather(x: jax.Array, axis_name: str | None) -> jax.Array:
+  """Joins every device's slice of a per-env array [N / D, ...] into the whole [N, ...]; identity on one device.
+
+  NOTE: a sum of zero-padded slices rather than `lax.all_gather`, whose result shard_map types as per-device
+  ("varying"), so it could not be returned as replicated state; adding zeros is exact.
+  """
+  if axis_name is None:
+    return x
+  whole = jnp.zeros((x.shape[0] * jax.lax.axis_size(axis_name),) + x.shape[1:], x.dtype)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(whole, x, shard_offset(x.shape[0], axis_name), 0),
+                      axis_name)
+
+
+def shard_offset(size: int, axis_name: str | None) -> jax.Array | int:
+  """Global index of this device's first env when each device holds `size` envs; 0 on one device."""
+  return 0 if axis_name is None else jax.lax.axis_index(axis_name) * size
+
+
 def value_and_grad(loss_fn: Callable, axis_name: str | None, reduce: Callable = all_sum) -> Callable:
   """`jax.value_and_grad(loss_fn, has_aux=True)` whose loss and gradients are reduced over the learner devices.
 

@@ -24,7 +24,8 @@ class PPOConfig(RunConfig):
   num_steps: int | None = None
   """Steps per env per rollout (default: Atari 128, MuJoCo 2048, classic 128)."""
   num_minibatches: int | None = None
-  """Minibatches per epoch; must divide num_envs * num_steps (default: Atari 4, MuJoCo 32, classic 4)."""
+  """Minibatches per epoch; must divide num_steps: minibatch m takes num_steps / num_minibatches shuffled steps of
+  every env (default: Atari 4, MuJoCo 32, classic 4)."""
   update_epochs: int | None = None
   """Epochs over each rollout (default: Atari 4, MuJoCo 10, classic 4)."""
   learning_rate: float | None = None
@@ -86,9 +87,13 @@ class PPOConfig(RunConfig):
     if self.network is None:
       fill["network"] = network
     cfg = dataclasses.replace(self, **fill)
-    if cfg.batch_size % cfg.num_minibatches:
-      raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide the batch "
-                        f"(--num-envs {cfg.num_envs} x --num-steps {cfg.num_steps} = {cfg.batch_size})")
+    if cfg.num_steps % cfg.num_minibatches:
+      raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide --num-steps "
+                        f"{cfg.num_steps} (each minibatch takes the same number of steps from every env)")
+    if cfg.num_envs % cfg.learner_devices:
+      raise ConfigError(f"--learner-devices {cfg.learner_devices} does not divide --num-envs {cfg.num_envs}")
+    if cfg.num_seeds > 1 and cfg.learner_devices > 1:
+      raise ConfigError("--num-seeds > 1 and --learner-devices > 1 exclude each other: drop one")
     if cfg.num_seeds > 1 and cfg.env_groups > 1:
       raise ConfigError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
     if cfg.num_envs % cfg.env_groups:

@@ -27,7 +27,7 @@ def _fails(argv, capsys, match):
     (CARTPOLE + ["--network", "mlp"], "use --network mlp_categorical"),
     (["--env", "HalfCheetah-v4", "--network", "nature_cnn"], "--network nature_cnn"),
     (CARTPOLE + ["--network", "transformer"], "unknown --network 'transformer'"),
-    (CARTPOLE + ["--num-minibatches", "3"], "--num-minibatches 3 does not divide the batch"),
+    (CARTPOLE + ["--num-minibatches", "3"], "--num-minibatches 3 does not divide --num-steps 128"),
     (CARTPOLE + ["--num-envs", "0"], "--num-envs must be positive"),
     (CARTPOLE + ["--num-steps", "-4"], "--num-steps must be positive"),
     (CARTPOLE + ["--learning-rate", "0"], "--learning-rate must be positive"),

@@ -52,12 +52,24 @@ def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
   return run_dir if len(seeds) == 1 else os.path.join(run_dir, f"seed{seeds[j]}")
 
 
+def resolve_device(name: str | None):
+  """`--actor-device`: `cpu`, `gpu`, or `platform:index` such as `cpu:1`; None leaves JAX's default."""
+  if name is None:
+    return None
+  platform_name, _, index = name.partition(":")
+  try:
+    return jax.devices(platform_name)[int(index or 0)]
+  except (RuntimeError, ValueError, IndexError):
+    raise UsageError(f"--actor-device {name}: no such JAX device here (try cpu or cpu:0)") from None
+
+
 @dataclasses.dataclass
 class Setup:
   config: Any
   spec: Any
   network: Any
   resuming: bool
+  actor_device: Any = None  # where the policy acts; None: JAX's default device
 
   def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
     return Run(self, init_fn, fieldnames)
@@ -87,14 +99,20 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
   config = config.resolve(spec.family, name)
   if config.run_dir is None:
     config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
+  xla.configure(spec.image_obs)  # before the first JAX computation
+  device = resolve_device(config.actor_device)
+  local = len(jax.local_devices())
+  if config.learner_devices > local:
+    raise UsageError(f"--learner-devices {config.learner_devices}: only {local} local devices here")
+  if config.learner_devices > 1 and device is None:
+    device = jax.local_devices()[0]  # the policy acts on one device, not on the learner's replicated copy
   if not resuming:
     rundir.check_new_run_dir(config.run_dir, config.overwrite)
-  xla.configure(spec.image_obs)  # before the first JAX computation
   if threading.current_thread() is threading.main_thread():
     # NOTE: a process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
     # then never raises KeyboardInterrupt; benchmarks.run stops its jobs with SIGINT so that they checkpoint.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-  return Setup(config, spec, network, resuming)
+  return Setup(config, spec, network, resuming, device)
 
 
 class Run:
