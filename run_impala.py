@@ -14,7 +14,7 @@ import numpy as np
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
 from algorithms.parallel import AXIS, env_axis, lift
-from algorithms.runtime import trainer
+from algorithms.runtime import remote, trainer
 from algorithms.runtime.cli import main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
   device = setup.actor_device
+  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
-                       fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)
+                       fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS + (["actor_restarts"] if ray else []))
   state, start_step = run.state, run.start_step
 
   act_fn = acting.make_act_fn(network, spec.discrete, normalize_obs=False)
@@ -53,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     return rollout, (no_norm, key)
 
   policy = lambda j: lambda obs: greedy_fn(state.params, no_norm, obs)  # noqa: E731  (reads the latest state)
-  pool = ActorPool(make_actor, config.num_actors, store, config.queue_size).start()
+  if ray:
+    args = remote.worker_args(config, spec, config.num_actors, config.envs_per_actor, config.unroll_length,
+                              config.seed + start_step, remote.key_seed(config.seed, start_step), normalize_obs=False)
+    pool = remote.RayActorPool(ray, args, store, run.tracker, config.actor_cpus).start()
+  else:
+    pool = ActorPool(make_actor, config.num_actors, store, config.queue_size).start()
   try:
     for update in range(start_step // config.steps_per_update, config.num_updates):
       items, n = [], 0
@@ -65,8 +71,10 @@ def main(argv: list[str] | None = None) -> int:
       t0 = time.perf_counter()
       new_state, metrics = update_fn(state, concat_trajectories([t for t, _ in items]))
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      metrics.update(learn_time=time.perf_counter() - t0, queue_size=pool.queue.qsize(), param_syncs=store.syncs,
+      metrics.update(learn_time=time.perf_counter() - t0, queue_size=pool.qsize(), param_syncs=store.syncs,
                      policy_lag=float(np.mean(lags)), policy_lag_max=max(lags))
+      if ray:
+        metrics["actor_restarts"] = pool.restarts
       step = (update + 1) * config.steps_per_update
       if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)

@@ -12,8 +12,9 @@ import jax
 from algorithms import acting, ppo
 from algorithms.parallel import AXIS, env_axis, lift
 from algorithms.ppo_config import PPOConfig
-from algorithms.runtime import trainer
+from algorithms.runtime import remote, trainer
 from algorithms.runtime.cli import main_guard, parse
+from envs.actors import ActorError
 from envs.rollout import make_rollout
 
 UPDATE_METRICS = ["policy_loss", "value_loss", "entropy", "approx_kl", "clip_frac", "explained_variance",
@@ -25,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
   config = parse(PPOConfig, argv, __doc__)
   setup = trainer.setup(config, PPOConfig, algo="ppo")
   config, spec, network = setup.config, setup.spec, setup.network
+  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
   run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
-                       fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
+                       fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS + (["actor_restarts"] if ray else []))
   state, start_step = run.state, run.start_step
   K = config.num_seeds
 
@@ -38,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
                    num_agents=K, split=ppo.split_agents, devices=devices, batch_axis=env_axis)
   # NOTE: envpool seeds env i with `seed + i`, so agent j's envs get the seeds a single run with seed
   # `seed + j * num_envs` would use (config.agent_seeds).
-  rollout = make_rollout(spec, K * config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
-                         act_fn, run.tracker)
+  if ray:
+    W = config.num_actors
+    args = remote.worker_args(config, spec, W, config.num_envs // W, config.num_steps, config.seed + start_step,
+                              remote.key_seed(config.seed, start_step), config.normalize_obs)
+    rollout = remote.RayRollout(ray, args, run.tracker, config.actor_cpus, config.normalize_obs,
+                                config.queue_timeout)
+  else:
+    rollout = make_rollout(spec, K * config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
+                           act_fn, run.tracker)
 
   def policy(j: int):  # agent j's greedy policy, reading the latest state
     agent = state if K == 1 else jax.tree.map(lambda x: x[j], state)
@@ -53,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
       traj, (obs_norm, actor_key) = rollout.collect(*inputs)
       new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
       metrics = jax.device_get(metrics)
+      if ray:
+        metrics["actor_restarts"] = rollout.restarts
       step = (update + 1) * config.batch_size
       if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)
@@ -61,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
   except KeyboardInterrupt:
     run.interrupted(state)
     return 130
+  except (ActorError, TimeoutError) as e:  # Ray workers only: a local rollout raises nothing of these
+    run.close()
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   finally:
     rollout.close()
   run.finish()

@@ -72,6 +72,14 @@ class RunConfig:
   """Local devices the learner update is data-parallel over (shard_map: the batch split between them on its env
   axis, gradients summed across them; the same update as on one device). Must divide the envs (PPO) or
   --batch-size (IMPALA)."""
+  ray_address: str | None = None
+  """Run the actors (IMPALA) or environment workers (PPO) as Ray actors on this cluster: HOST:PORT of `ray start
+  --head`, `auto` (the cluster this machine belongs to) or `local` (a one-machine cluster started here). Needs
+  `pip install '.[ray]'`."""
+  actor_cpus: float = 1.0
+  """CPUs each Ray actor reserves on the cluster, with --ray-address."""
+  queue_timeout: float = 120.0
+  """Seconds the learner waits for a trajectory before it reports the stuck actors and stops."""
   actor_device: str | None = None
   """JAX device the policy acts on: a platform (`cpu`, `gpu`) or `platform:index` such as `cpu:1`; `cpu` keeps a GPU
   for the learner (default: JAX's default device, the first learner device)."""
@@ -80,5 +88,8 @@ class RunConfig:
     check_positive(self, "total_timesteps", "num_envs", "checkpoint_every", "keep_checkpoints", "eval_episodes",
                    "learner_devices")
     check_positive(self, "eval_every", allow_zero=("eval_every",))
+    check_positive(self, "actor_cpus", "queue_timeout")
+    if self.ray_address is not None and self.actor_device is not None:
+      raise ConfigError("--actor-device applies to local actors; Ray actors act on their own CPUs: drop one")
     if self.resume is not None and self.overwrite:
       raise ConfigError("--resume and --overwrite exclude each other: drop one")

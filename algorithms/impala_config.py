@@ -21,7 +21,8 @@ FAMILY_DEFAULTS = {
 class ImpalaConfig(RunConfig):
   """IMPALA with V-trace (Espeholt et al. 2018): CPU actor threads feed a learner through a bounded queue."""
   num_actors: int = 2
-  """Actor threads, each stepping its own envpool with the latest parameters it has."""
+  """Actor threads (Ray actors with --ray-address), each stepping its own envpool with the latest parameters it
+  has. On Ray, actors the cluster cannot place yet start when machines join."""
   envs_per_actor: int = 16
   """Envs in each actor's envpool; each env yields one trajectory per unroll."""
   unroll_length: int = 20
@@ -52,14 +53,12 @@ class ImpalaConfig(RunConfig):
   """V-trace truncation of the trace coefficients."""
   vtrace_lambda: float = 1.0
   """V-trace lambda mixing the traces (1 = the paper's default)."""
-  queue_timeout: float = 120.0
-  """Seconds the learner waits for a trajectory before it reports the stuck actors and stops."""
   forward_chunks: int | None = None
   """Evaluate each batch in this many equal slices (same result; default 4 for conv nets on CPU)."""
   def __post_init__(self):
     super().__post_init__()
     check_positive(self, "num_actors", "envs_per_actor", "unroll_length", "batch_size", "queue_size",
-                   "learning_rate", "rmsprop_decay", "rmsprop_eps", "max_grad_norm", "queue_timeout",
+                   "learning_rate", "rmsprop_decay", "rmsprop_eps", "max_grad_norm",
                    "forward_chunks", "rho_bar", "c_bar")
     if self.batch_size % self.learner_devices:
       raise ConfigError(f"--learner-devices {self.learner_devices} does not divide --batch-size {self.batch_size}")

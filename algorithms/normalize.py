@@ -7,6 +7,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from algorithms.parallel import all_sum
@@ -44,6 +45,27 @@ def update(stats: RunningStats, x: chex.Array, weight: chex.Array | None = None,
   mean = stats.mean + delta * n / total
   m2 = stats.var * stats.count + batch_var * n + delta**2 * stats.count * n / total
   return RunningStats(mean, m2 / total, total)
+
+
+def merge(base: RunningStats, results: list[RunningStats]) -> RunningStats:
+  """Statistics of `base` plus every result's own data, where each result started from `base` and took in its own
+  batch (workers acting in parallel with the same starting statistics). Host-side, in float64: each batch's
+  moments are recovered from the difference of two accumulated moments."""
+  f64 = lambda s: [np.asarray(x, np.float64) for x in (s.mean, s.var, s.count)]  # noqa: E731
+  b_mean, b_var, b_count = f64(base)
+  mean, m2, count = b_mean, b_var * b_count, b_count
+  for result in results:
+    r_mean, r_var, r_count = f64(result)
+    n = r_count - b_count
+    if n <= 0:
+      continue
+    batch_mean = (r_mean * r_count - b_mean * b_count) / n
+    batch_m2 = np.maximum(r_var * r_count - b_var * b_count - (batch_mean - b_mean) ** 2 * b_count * n / r_count, 0.0)
+    total = count + n
+    delta = batch_mean - mean
+    mean, m2, count = mean + delta * n / total, m2 + batch_m2 + delta**2 * count * n / total, total
+  return RunningStats(jnp.asarray(mean, jnp.float32), jnp.asarray(m2 / count, jnp.float32),
+                      jnp.asarray(count, jnp.float32))
 
 
 def normalize(stats: RunningStats, x: chex.Array) -> chex.Array:

@@ -66,6 +66,10 @@ class PPOConfig(RunConfig):
   logs), over one envpool of num_seeds x num_envs envs, the update vmapped over agents. Agent j uses seed
   `seed + j * num_envs` (its envs are envpool's envs j * num_envs ... with those seeds), so it repeats the
   single-seed run with that seed; logs go to RUN_DIR/seed<S>/."""
+  num_actors: int = 1
+  """With --ray-address: environment workers (Ray actors), each stepping num_envs / num_actors envs with the
+  policy and returning whole rollouts. Must divide num_envs; locally one envpool steps all envs (see
+  --env-groups)."""
   forward_chunks: int | None = None
   """Evaluate each minibatch in this many equal slices (same result; default: 4 for conv nets on CPU, where it runs
   ~2.5x faster; 1 elsewhere). Must divide the minibatch size."""
@@ -74,7 +78,12 @@ class PPOConfig(RunConfig):
     super().__post_init__()
     check_positive(self, "num_steps", "num_minibatches", "update_epochs", "learning_rate", "adam_eps", "clip_coef",
                    "max_grad_norm", "scan_unroll", "forward_chunks",
-                   "env_groups", "num_seeds")
+                   "env_groups", "num_seeds", "num_actors")
+    if self.num_actors > 1 and self.ray_address is None:
+      raise ConfigError("--num-actors > 1 needs --ray-address (local PPO steps one envpool; see --env-groups)")
+    if self.ray_address is not None and (self.num_seeds > 1 or self.env_groups > 1):
+      raise ConfigError("--ray-address runs one seed with one env group per worker: drop --num-seeds / "
+                        "--env-groups")
     check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
     if self.num_seeds > 1 and self.track:
       raise ConfigError("--track logs one W&B run per process: drop --track or use --num-seeds 1")
@@ -96,6 +105,8 @@ class PPOConfig(RunConfig):
       raise ConfigError("--num-seeds > 1 and --learner-devices > 1 exclude each other: drop one")
     if cfg.num_seeds > 1 and cfg.env_groups > 1:
       raise ConfigError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
+    if cfg.num_envs % cfg.num_actors:
+      raise ConfigError(f"--num-actors {cfg.num_actors} does not divide --num-envs {cfg.num_envs}")
     if cfg.num_envs % cfg.env_groups:
       raise ConfigError(f"--env-groups {cfg.env_groups} does not divide --num-envs {cfg.num_envs}")
     if cfg.forward_chunks and cfg.minibatch_size % cfg.forward_chunks:

@@ -104,6 +104,10 @@ class ActorPool:
                    for i, t in enumerate(self.last_output) if t is None or now - t > timeout]
           raise TimeoutError(f"no trajectory for {timeout:.0f} s; stuck: {', '.join(stuck) or 'none'}")
 
+  def qsize(self) -> int:
+    """Trajectories waiting for the learner."""
+    return self.queue.qsize()
+
   def stop(self, timeout: float = 10.0) -> None:
     """Stops every actor and waits for them (each finishes its current rollout, then closes its envs)."""
     self._stop.set()

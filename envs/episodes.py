@@ -56,14 +56,18 @@ class EpisodeTracker:
       return []
     offset = envs.start or 0
     finished = [(offset + int(i), float(returns[i]), int(lengths[i])) for i in np.flatnonzero(done)]
+    self.record(finished)
+    returns[done] = 0.0
+    lengths[done] = 0
+    return finished
+
+  def record(self, finished: list[tuple[int, float, int]]) -> None:
+    """Adds games that ended elsewhere (remote actors), as (env index, raw return, length)."""
     with self._lock:
       for _, ret, length in finished:
         self.recent_returns.append(ret)
         self.recent_lengths.append(length)
       self.episodes += len(finished)
-    returns[done] = 0.0
-    lengths[done] = 0
-    return finished
 
   def summary(self) -> dict:
     """Mean, max and min return and length over the window (NaN before the first game ends)."""
@@ -120,6 +124,11 @@ class AgentTrackers:
                                                   reset_step[local], envs=slice(a - j * n, b - j * n)):
         finished.append((i + j * n, ret, length))
     return finished
+
+  def record(self, finished: list[tuple[int, float, int]]) -> None:
+    """Adds games that ended elsewhere (remote actors); env indices are global."""
+    for i, ret, length in finished:
+      self.agents[i // self.envs_per_agent].record([(i % self.envs_per_agent, ret, length)])
 
   def state_dict(self) -> dict:
     return {"agents": [t.state_dict() for t in self.agents]}

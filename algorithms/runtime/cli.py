@@ -25,19 +25,20 @@ def fail(message: str) -> NoReturn:
 
 
 def _one_line(tyro_text: str) -> str:
-  """Condenses tyro's boxed error report to its first sentence."""
-  lines = [re.sub(r"^[\s│╭╰─]+|[\s│╮╯─]+$", "", l) for l in tyro_text.splitlines()]
-  body, started = [], False
+  """Condenses tyro's error report to its message: boxed in Unicode on a terminal, or a title over a rule of dashes
+  when written to a buffer (as `parse` does)."""
+  rule = lambda line: set(line) <= set("─- ")  # noqa: E731
+  lines = [re.sub(r"^\s*│\s?|\s?│\s*$", "", raw).strip() for raw in tyro_text.splitlines()]
+  lines = [line for line in lines if line and not line.startswith(("╭", "╰"))]  # the box's edges and its title
+  if len(lines) > 1 and rule(lines[1]):  # "Value error" over "-----"
+    lines = lines[2:]
+  body = []
   for line in lines:
-    if not line or set(line) <= {"─"}:
-      if started:
-        break
-      continue
-    if line.endswith("error") and not started:  # the box title, e.g. "Value error"
-      continue
-    started = True
+    if rule(line) or line.startswith("For full helptext"):
+      break
     body.append(line)
-  return " ".join(body) or "invalid arguments (see --help)"
+  message = re.sub(r"^Error parsing \w+: ", "", " ".join(body))
+  return message or "invalid arguments (see --help)"
 
 
 def parse(config_cls: type[T], argv: list[str] | None, description: str) -> T:
