@@ -13,9 +13,9 @@ import numpy as np
 
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
-from algorithms.parallel import AXIS, env_axis, lift
-from algorithms.runtime import remote, trainer
-from algorithms.runtime.cli import main_guard, parse
+from algorithms.parallel import AXIS, env_axis, lift, local_copy
+from algorithms.runtime import distributed, remote, trainer
+from algorithms.runtime.cli import UsageError, main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
 
@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
   device = setup.actor_device
+  P, p = jax.process_count(), jax.process_index()  # several with --coordinator-address (jax.distributed)
+  if P > 1 and config.ray_address:
+    raise UsageError("several processes (--coordinator-address) run local actors: drop --ray-address")
+  distributed.check_split("--num-actors", config.num_actors)
+  distributed.check_split("--batch-size", config.batch_size, config.envs_per_actor, "--envs-per-actor")
+  distributed.check_split("--batch-size", config.batch_size, config.learner_devices, "--learner-devices")
   ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS + (["actor_restarts"] if ray else []))
@@ -39,12 +45,15 @@ def main(argv: list[str] | None = None) -> int:
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, normalize_obs=False)
   devices = config.learner_devices
   update_fn = lift(impala.make_update_fn(config, network, spec.discrete, spec.image_obs,
-                                         axis_name=AXIS if devices > 1 else None),
+                                         axis_name=AXIS if devices * P > 1 else None),
                    devices=devices, batch_axis=env_axis)
   store = ParamStore(state.params, int(state.update), device)
   no_norm = normalize.init(())
 
+  A = config.num_actors // P  # this process's actors: [p * A, (p + 1) * A) of the group's
+
   def make_actor(i: int):
+    i += p * A
     key = jax.random.fold_in(state.key, i)
     if device is not None:
       key = jax.device_put(key, device)
@@ -53,24 +62,26 @@ def main(argv: list[str] | None = None) -> int:
                            tracker_offset=i * config.envs_per_actor)
     return rollout, (no_norm, key)
 
-  policy = lambda j: lambda obs: greedy_fn(state.params, no_norm, obs)  # noqa: E731  (reads the latest state)
+  # evaluation reads the latest state
+  policy = lambda j: lambda obs: greedy_fn(local_copy(state.params), no_norm, obs)  # noqa: E731
   if ray:
     args = remote.worker_args(config, spec, config.num_actors, config.envs_per_actor, config.unroll_length,
                               config.seed + start_step, remote.key_seed(config.seed, start_step), normalize_obs=False)
     pool = remote.RayActorPool(ray, args, store, run.tracker, config.actor_cpus).start()
   else:
-    pool = ActorPool(make_actor, config.num_actors, store, config.queue_size).start()
+    pool = ActorPool(make_actor, A, store, config.queue_size).start()
   try:
     for update in range(start_step // config.steps_per_update, config.num_updates):
       items, n = [], 0
-      while n < config.batch_size:
+      while n < config.batch_size // P:
         traj, version, _ = pool.get(config.queue_timeout)
         items.append((traj, version))
         n += traj.rewards.shape[1]
-      lags = [int(state.update) - v for _, v in items]
+      version = int(local_copy(state.update))
+      lags = [version - v for _, v in items]
       t0 = time.perf_counter()
       new_state, metrics = update_fn(state, concat_trajectories([t for t, _ in items]))
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      metrics = {k: float(v) for k, v in jax.device_get(local_copy(metrics)).items()}
       metrics.update(learn_time=time.perf_counter() - t0, queue_size=pool.qsize(), param_syncs=store.syncs,
                      policy_lag=float(np.mean(lags)), policy_lag_max=max(lags))
       if ray:
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
       if run.non_finite(metrics):
         return run.stop_non_finite(step, metrics)
       state = new_state
-      store.publish(state.params, int(state.update))
+      store.publish(local_copy(state.params), version + 1)
       run.step(step, state, metrics, policy, final=update == config.num_updates - 1)
   except KeyboardInterrupt:
     pool.stop()  # before the checkpoint, so no actor writes to the tracker while it is saved
@@ -89,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     run.close()
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except Exception as e:
+    if distributed.lost(e):
+      pool.stop()
+      distributed.stop_lost(e, run)
+    raise
   finally:
     pool.stop()  # also when the learner itself raises: no actor thread outlives the run
   run.finish()

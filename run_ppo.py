@@ -10,10 +10,10 @@ import sys
 import jax
 
 from algorithms import acting, ppo
-from algorithms.parallel import AXIS, env_axis, lift
+from algorithms.parallel import AXIS, env_axis, lift, local_copy
 from algorithms.ppo_config import PPOConfig
-from algorithms.runtime import remote, trainer
-from algorithms.runtime.cli import main_guard, parse
+from algorithms.runtime import distributed, remote, trainer
+from algorithms.runtime.cli import UsageError, main_guard, parse
 from envs.actors import ActorError
 from envs.rollout import make_rollout
 
@@ -26,17 +26,22 @@ def main(argv: list[str] | None = None) -> int:
   config = parse(PPOConfig, argv, __doc__)
   setup = trainer.setup(config, PPOConfig, algo="ppo")
   config, spec, network = setup.config, setup.spec, setup.network
+  K = config.num_seeds
+  P, p = jax.process_count(), jax.process_index()  # several with --coordinator-address (jax.distributed)
+  distributed.check_split("--num-envs", config.num_envs, config.learner_devices, "--learner-devices")
+  if P > 1 and (config.ray_address or K > 1):
+    raise UsageError("several processes (--coordinator-address) run local envs with one seed: drop --ray-address "
+                     "/ --num-seeds")
   ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
   run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
                        fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS + (["actor_restarts"] if ray else []))
   state, start_step = run.state, run.start_step
-  K = config.num_seeds
 
   act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs, num_agents=K)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, config.normalize_obs)
   devices, device = config.learner_devices, setup.actor_device
   update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs,
-                                      axis_name=AXIS if devices > 1 else None),
+                                      axis_name=AXIS if devices * P > 1 else None),
                    num_agents=K, split=ppo.split_agents, devices=devices, batch_axis=env_axis)
   # NOTE: envpool seeds env i with `seed + i`, so agent j's envs get the seeds a single run with seed
   # `seed + j * num_envs` would use (config.agent_seeds).
@@ -47,21 +52,27 @@ def main(argv: list[str] | None = None) -> int:
     rollout = remote.RayRollout(ray, args, run.tracker, config.actor_cpus, config.normalize_obs,
                                 config.queue_timeout)
   else:
-    rollout = make_rollout(spec, K * config.num_envs, config.num_steps, config.env_groups, config.seed + start_step,
-                           act_fn, run.tracker)
+    n = K * config.num_envs // P  # this process's envs: [p * n, (p + 1) * n) of the group's
+    rollout = make_rollout(spec, n, config.num_steps, config.env_groups, config.seed + start_step + p * n, act_fn,
+                           run.tracker, tracker_offset=p * n)
 
   def policy(j: int):  # agent j's greedy policy, reading the latest state
-    agent = state if K == 1 else jax.tree.map(lambda x: x[j], state)
+    agent = local_copy(state) if K == 1 else jax.tree.map(lambda x: x[j], state)
     return lambda obs: greedy_fn(agent.params, agent.obs_norm, obs)
 
   try:
     for update in range(start_step // config.batch_size, config.num_updates):
-      inputs = (state.params, (state.obs_norm, state.actor_key))
+      inputs = local_copy((state.params, (state.obs_norm, state.actor_key)))
+      if P > 1:  # each process samples its own actions
+        inputs = (inputs[0], (inputs[1][0], jax.random.fold_in(inputs[1][1], p)))
       if device is not None:
         inputs = jax.device_put(inputs, device)
       traj, (obs_norm, actor_key) = rollout.collect(*inputs)
+      if P > 1:  # the same state on every process: all processes' observations, the next acting key
+        obs_norm = distributed.merge_stats(inputs[1][0], obs_norm) if config.normalize_obs else inputs[1][0]
+        actor_key = jax.random.split(local_copy(state.actor_key))[0]
       new_state, metrics = update_fn(state.replace(obs_norm=obs_norm, actor_key=actor_key), traj)
-      metrics = jax.device_get(metrics)
+      metrics = jax.device_get(local_copy(metrics))
       if ray:
         metrics["actor_restarts"] = rollout.restarts
       step = (update + 1) * config.batch_size
@@ -76,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     run.close()
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except Exception as e:
+    if distributed.lost(e):
+      distributed.stop_lost(e, run)
+    raise
   finally:
     rollout.close()
   run.finish()

@@ -72,6 +72,16 @@ class RunConfig:
   """Local devices the learner update is data-parallel over (shard_map: the batch split between them on its env
   axis, gradients summed across them; the same update as on one device). Must divide the envs (PPO) or
   --batch-size (IMPALA)."""
+  coordinator_address: str | None = None
+  """Train with several processes (hosts) as one group (jax.distributed): HOST:PORT where process 0 serves the
+  coordinator (also JAX_COORDINATOR_ADDRESS; detected under a SLURM job step with several tasks). The envs, actors
+  and learner devices of every process together make the run; process 0 writes logs and checkpoints."""
+  num_processes: int | None = None
+  """Processes in the group, with --coordinator-address (also JAX_NUM_PROCESSES)."""
+  process_id: int | None = None
+  """This process's index in [0, num_processes), with --coordinator-address (also JAX_PROCESS_ID)."""
+  heartbeat_timeout: float = 60.0
+  """Seconds after which a silent process of the group is declared dead and the others stop."""
   ray_address: str | None = None
   """Run the actors (IMPALA) or environment workers (PPO) as Ray actors on this cluster: HOST:PORT of `ray start
   --head`, `auto` (the cluster this machine belongs to) or `local` (a one-machine cluster started here). Needs
@@ -88,7 +98,7 @@ class RunConfig:
     check_positive(self, "total_timesteps", "num_envs", "checkpoint_every", "keep_checkpoints", "eval_episodes",
                    "learner_devices")
     check_positive(self, "eval_every", allow_zero=("eval_every",))
-    check_positive(self, "actor_cpus", "queue_timeout")
+    check_positive(self, "actor_cpus", "queue_timeout", "num_processes", "heartbeat_timeout")
     if self.ray_address is not None and self.actor_device is not None:
       raise ConfigError("--actor-device applies to local actors; Ray actors act on their own CPUs: drop one")
     if self.resume is not None and self.overwrite:

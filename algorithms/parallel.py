@@ -75,10 +75,23 @@ def value_and_grad(loss_fn: Callable, axis_name: str | None, reduce: Callable = 
 
 
 def learner_mesh(devices: int) -> Mesh:
+  """The first `devices` local devices of every process (process 0's first, so device k holds the k-th slice)."""
   local = jax.local_devices()
   if devices > len(local):
     raise ValueError(f"{devices} learner devices asked for, {len(local)} present")
-  return Mesh(np.array(local[:devices]), (AXIS,))
+  by_process: dict[int, list] = {}
+  for d in jax.devices():
+    by_process.setdefault(d.process_index, []).append(d)
+  return Mesh(np.array([d for p in sorted(by_process) for d in by_process[p][:devices]]), (AXIS,))
+
+
+def local_copy(tree):
+  """This process's copy of replicated outputs of a multi-process update (plain arrays pass through)."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return x.addressable_data(0)
+    return x
+  return jax.tree.map(one, tree)
 
 
 def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, devices: int = 1,
@@ -90,7 +103,8 @@ def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, de
 
   Devices: `fn` must have been built to reduce over `AXIS` (gradients with `all_sum`/`all_mean`); each batch leaf
   is split into D equal parts along `batch_axis(path)` (its env axis), the state is replicated, and the outputs are
-  the (identical) replicated results.
+  the (identical) replicated results. With several processes (jax.distributed) the mesh holds D devices of every
+  process, each process passes its own part of the batch, and `local_copy` reads the outputs.
   """
   # NOTE: buffer donation lets XLA update parameters in place on accelerators; XLA:CPU ignores it with a warning.
   donate = (0,) if jax.default_backend() != "cpu" else ()
@@ -99,18 +113,31 @@ def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, de
   if num_agents > 1:
     vmapped = jax.vmap(fn)
     fn = lambda state, batch: vmapped(state, split(batch, num_agents))  # noqa: E731
-  if devices == 1:
+  processes = jax.process_count()
+  if devices == 1 and processes == 1:
     return jax.jit(fn, donate_argnums=donate)
   mesh = learner_mesh(devices)
   replicated = NamedSharding(mesh, PartitionSpec())
   compiled = {}
 
+  def global_state(x):
+    if processes == 1:
+      return jax.device_put(x, replicated)
+    if isinstance(x, jax.Array) and x.sharding == replicated:
+      return x
+    # NOTE: jax.device_put would compare the value across processes on every call; it is the same by construction.
+    return jax.make_array_from_process_local_data(replicated, np.asarray(x))
+
   def call(state, batch):
     treedef = jax.tree.structure(batch)
     if treedef not in compiled:
       specs = jax.tree_util.tree_map_with_path(lambda p, _: PartitionSpec(*[None] * batch_axis(p), AXIS), batch)
-      compiled[treedef] = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), specs),
-                                                out_specs=PartitionSpec()), donate_argnums=donate)
-    return compiled[treedef](jax.device_put(state, replicated), batch)
+      compiled[treedef] = (specs, jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), specs),
+                                                        out_specs=PartitionSpec()), donate_argnums=donate))
+    specs, update = compiled[treedef]
+    if processes > 1:  # this process's part of the batch, to its devices of the global mesh
+      batch = jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(NamedSharding(mesh, s), x),
+                           batch, specs)
+    return update(jax.tree.map(global_state, state), batch)
 
   return call

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from algorithms.parallel import local_copy
 from algorithms.runtime.cli import UsageError
 
 DIR = "checkpoints"
@@ -22,11 +23,18 @@ class Checkpointer:
     self.directory = os.path.abspath(os.path.join(run_dir, DIR))
     self._manager = None
     if create or os.path.isdir(self.directory):
-      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False)
+      extra = {}
+      if jax.process_count() > 1:  # process 0 alone saves and restores (the state is replicated on every process)
+        if create:
+          os.makedirs(self.directory, exist_ok=True)
+        create = False  # NOTE: orbax refuses to create the directory itself when only some processes take part
+        extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create, enable_async_checkpointing=False,
+                                             **extra)
       self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def save(self, step: int, state, meta: dict) -> None:
-    state = jax.device_get(state)
+    state = jax.device_get(local_copy(state))
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                      meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()

@@ -18,10 +18,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
 import networks
 from algorithms.config import RunConfig, flag
-from algorithms.runtime import rundir, xla
+from algorithms.parallel import local_copy
+from algorithms.runtime import distributed, rundir, xla
 from algorithms.runtime.checkpoint import Checkpointer
 from algorithms.runtime.cli import UsageError
 from algorithms.runtime.logger import RunLogger
@@ -30,7 +32,9 @@ from envs.rollout import evaluate
 
 BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_return_max", "episode_return_min",
                 "episode_length", "episode_length_max", "episode_length_min", "episodes", "eval_return"]
-_RESUME_KEEPS = ("resume", "progress", "track")
+# what may differ between the launches of one run: where it runs and how it is watched
+_RESUME_KEEPS = ("resume", "progress", "track", "coordinator_address", "num_processes", "process_id",
+                 "heartbeat_timeout", "ray_address", "actor_cpus", "queue_timeout")
 RESULT = "result.json"
 
 
@@ -84,8 +88,8 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
     if changed:
       raise UsageError(f"--resume continues with the run's saved config: drop {', '.join(changed)}")
     saved = rundir.load_config(config.resume, config_cls)
-    config = dataclasses.replace(saved, resume=config.resume, run_dir=config.resume, progress=config.progress,
-                                 track=config.track, overwrite=False)
+    config = dataclasses.replace(saved, run_dir=config.resume, overwrite=False,
+                                 **{k: getattr(config, k) for k in _RESUME_KEEPS})
   try:
     spec = resolve_env(config.env)
   except UnknownEnvError as e:
@@ -100,13 +104,14 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
   if config.run_dir is None:
     config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
   xla.configure(spec.image_obs)  # before the first JAX computation
+  distributed.initialize(config)
   device = resolve_device(config.actor_device)
   local = len(jax.local_devices())
   if config.learner_devices > local:
     raise UsageError(f"--learner-devices {config.learner_devices}: only {local} local devices here")
   if config.learner_devices > 1 and device is None:
     device = jax.local_devices()[0]  # the policy acts on one device, not on the learner's replicated copy
-  if not resuming:
+  if not resuming and distributed.is_main():
     rundir.check_new_run_dir(config.run_dir, config.overwrite)
   if threading.current_thread() is threading.main_thread():
     # NOTE: a process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
@@ -133,15 +138,22 @@ class Run:
     self.tracker = AgentTrackers(len(self.seeds), cfg.num_envs)
     meta = {}
     self.start_step = 0
-    if setup.resuming:
+    # With several processes (jax.distributed) process 0 alone reads and writes the run directory.
+    self.main = distributed.is_main()
+    self.checkpointer = None
+    if setup.resuming and self.main:
       self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
       restored, meta, self.start_step = self.checkpointer.restore(state)
       state = jax.device_put(restored)
       self.tracker.load_state_dict(meta.get("episodes", {}))
       print(f"resuming {cfg.run_dir} from step {self.start_step}", file=sys.stderr)
-    else:
+    elif self.main:
       rundir.create_run_dir(cfg.run_dir, dataclasses.replace(cfg, resume=None, overwrite=False), cfg.overwrite)
       self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
+    if jax.process_count() > 1 and setup.resuming:  # every process continues from process 0's checkpoint
+      state, start = multihost_utils.broadcast_one_to_all((jax.device_get(state), np.int64(self.start_step)),
+                                                          is_source=self.main)
+      state, self.start_step = jax.device_put(state), int(start)
     self.state = state
     self.eval_every = cfg.eval_every if cfg.eval_every is not None else max(cfg.total_timesteps // 20, 1)
     self.ckpt_every = cfg.checkpoint_every or max(cfg.total_timesteps // 20, 1)
@@ -150,7 +162,7 @@ class Run:
     self.step_last = self.start_step
     self.last_eval: list[float | None] = [None] * len(self.seeds)
     self.loggers = []
-    for j, seed in enumerate(self.seeds):
+    for j, seed in enumerate(self.seeds if self.main else []):
       path = agent_dir(cfg.run_dir, self.seeds, j)
       os.makedirs(path, exist_ok=True)
       self.loggers.append(RunLogger(path, fieldnames, total_steps=cfg.total_timesteps, start_step=self.start_step,
@@ -172,6 +184,14 @@ class Run:
     """Logs one row per agent at `step` (agent steps of each agent); evaluates and checkpoints when their intervals
     are crossed, and at the end. `metrics` hold scalars, or [K] arrays for K agents; `policy(j)` is agent j's
     host-callable greedy policy."""
+    if final and jax.process_count() > 1:  # a group that drifted apart must not end as if it trained one agent
+      multihost_utils.assert_equal(jax.device_get(local_copy(state.params)),
+                                   "the processes' parameters differ at the end of the run")
+      if self.main:
+        print(f"checked: parameters identical on all {jax.process_count()} processes", file=sys.stderr)
+    if not self.main:
+      self.state, self.step_last = state, step
+      return
     now = time.time()
     sps = (step - self.step_last) / max(now - self.t_last, 1e-9)
     evaluating = self.eval_every > 0 and (final or self._crossed(step, self.eval_every))
@@ -185,6 +205,8 @@ class Run:
     self.state, self.step_last, self.t_last = state, step, time.time()
 
   def save(self, step: int, state) -> None:
+    if not self.main:
+      return
     meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime(), env=self.spec.env_id,
                 network=self.config.network)
     self.checkpointer.save(step, state, meta)
@@ -199,13 +221,18 @@ class Run:
     if len(self.seeds) > 1:
       finite = np.all([np.isfinite(np.reshape(metrics[k], -1)) for k in ("loss", "grad_norm")], axis=0)
       bad = f"agent seed {', '.join(str(s) for s, ok in zip(self.seeds, finite) if not ok)}: {bad}"
-    last = max(self.checkpointer.steps(), default=None)
+    last = max(self.checkpointer.steps(), default=None) if self.main else None
     self.close()
+    if not self.main:
+      return 1
     print(f"error: non-finite loss at step {step} ({bad}); training stopped, last good checkpoint: "
           f"{last if last is not None else 'none'} in {self.checkpointer.directory}", file=sys.stderr)
     return 1
 
   def interrupted(self, state) -> None:
+    if not self.main:
+      self.close()
+      return
     try:
       step = int(np.max(jax.device_get(state.global_step)))
     except RuntimeError:  # NOTE: on accelerators the update donates the state; Ctrl-C inside it leaves none to save
@@ -219,6 +246,8 @@ class Run:
   def finish(self) -> None:
     """Closes the sinks, writes RUN_DIR/result.json (final returns per agent, wall time, hardware) and prints it."""
     self.close()
+    if not self.main:
+      return
     cfg, walltime = self.config, self.walltime()
     returns = [t.mean_return() for t in self.tracker.agents]
     result = dict(env=cfg.env, seeds=self.seeds, total_timesteps=cfg.total_timesteps, walltime=round(walltime, 1),
@@ -237,4 +266,5 @@ class Run:
   def close(self) -> None:
     for logger in self.loggers:
       logger.close()
-    self.checkpointer.close()
+    if self.checkpointer is not None:
+      self.checkpointer.close()

@@ -1,0 +1,93 @@
+"""Several processes (hosts) training one agent with `jax.distributed`.
+
+Every process steps its share of the envs (`--num-envs` and `--num-actors` count the whole group) on its own CPUs
+and holds its share of the learner devices; the update is one `shard_map` over all processes' devices, so gradients
+and every statistic are reduced over the whole group (`algorithms.parallel`). Process 0 alone writes logs and
+checkpoints; on `--resume` it reads the checkpoint and broadcasts it to the others.
+
+A process that dies makes the next collective of the others fail (gloo: connection closed by peer); they then stop
+with one line naming the cause. A process that hangs is declared dead by the coordination service after
+`--heartbeat-timeout` seconds, and JAX ends the others.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+from jax.experimental import multihost_utils
+
+from algorithms import normalize
+from algorithms.runtime.cli import UsageError
+
+SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+
+
+class PeerLost(RuntimeError):
+  """A collective failed because another process of the group died."""
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  return int(value) if value not in (None, "") else None
+
+
+def initialize(config) -> None:
+  """Joins the process group when asked for (flags, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
+  or a SLURM job step with several tasks); a no-op otherwise. Call before any JAX computation."""
+  address = config.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  num = config.num_processes if config.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+  pid = config.process_id if config.process_id is not None else _env_int("JAX_PROCESS_ID")
+  slurm = all(v in os.environ for v in SLURM_VARS) and int(os.environ["SLURM_NTASKS"]) > 1
+  if address is None and not slurm:
+    if num is not None or pid is not None:
+      raise UsageError("--num-processes / --process-id need --coordinator-address HOST:PORT (process 0's)")
+    return
+  if not slurm and (num is None or pid is None):
+    raise UsageError("--coordinator-address needs --num-processes and --process-id (or JAX_NUM_PROCESSES and "
+                     "JAX_PROCESS_ID)")
+  if num is not None and pid is not None and not 0 <= pid < num:
+    raise UsageError(f"--process-id {pid} must lie in [0, {num - 1}] for --num-processes {num}")
+  try:
+    jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid,
+                               heartbeat_timeout_seconds=int(config.heartbeat_timeout),
+                               initialization_timeout=int(config.heartbeat_timeout) * 5)
+  except Exception as e:  # noqa: BLE001  (jaxlib raises its own runtime errors)
+    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise UsageError(f"could not join the process group at {address}: {reason}") from None
+
+
+def is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def check_split(flag: str, count: int, per_process: int = 1, what: str = "") -> None:
+  """`flag`'s `count` must give every process the same multiple of `per_process` (`what` names that unit)."""
+  P = jax.process_count()
+  if P > 1 and count % (P * per_process):
+    unit = f" x {what} {per_process}" if per_process > 1 else ""
+    raise UsageError(f"{flag} {count} does not split over {P} processes{unit}")
+
+
+def merge_stats(base, local):
+  """Observation statistics after every process's rollout: each started from `base` and took in its own envs'
+  observations (`normalize.merge`); the same result on every process."""
+  gathered = multihost_utils.process_allgather(jax.device_get(local))
+  return normalize.merge(base, [jax.tree.map(lambda x: x[i], gathered) for i in range(jax.process_count())])
+
+
+def lost(error: BaseException) -> bool:
+  """Whether an error raised by a collective means that another process is gone."""
+  text = str(error)
+  return jax.process_count() > 1 and any(s in text for s in ("Gloo", "Connection closed by peer", "coordination",
+                                                             "Connection reset", "DEADLINE_EXCEEDED"))
+
+
+def stop_lost(error: BaseException, run) -> None:
+  """Ends this process after another one died: the logs are closed, the last checkpoint stands."""
+  reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+  run.close()
+  print(f"error: process {jax.process_index()} lost another process of the group ({reason}); stopping. The last "
+        f"checkpoint stands: restart every process with --resume {run.config.run_dir}", file=sys.stderr, flush=True)
+  # NOTE: JAX's distributed client would abort this process at exit (its shutdown barrier cannot complete).
+  os._exit(1)
