@@ -103,3 +103,34 @@ def test_ray_bad_inputs(tmp_path):
                      text=True, timeout=300)
   assert r.returncode == 2 and "cannot join a Ray cluster there" in r.stderr, r.stderr[-2000:]
   assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c").exists()
+
+
+def test_ray_actors_start_when_a_machine_joins(tmp_path):
+  """The cluster first has CPUs for one of two actors: training goes on with it, and the second actor starts when a
+  second node (its own raylet, on loopback) joins, without restarting training."""
+  from ray.cluster_utils import Cluster
+  cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=1, include_dashboard=False))
+  run_dir, log_path = tmp_path / "run", tmp_path / "log.txt"
+  try:
+    with open(log_path, "w") as log:
+      proc = subprocess.Popen(
+          [sys.executable, os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--num-actors", "2",
+           "--envs-per-actor", "8", "--batch-size", "8", "--total-timesteps", "64000", "--eval-every", "0",
+           "--ray-address", cluster.address, "--run-dir", str(run_dir), "--no-progress"],
+          cwd=ROOT, stdout=log, stderr=log)
+      deadline, rows_before = time.time() + 300, None
+      while proc.poll() is None and time.time() < deadline:
+        if rows_before is None and len(_rows(run_dir)) >= 5:
+          rows_before = len(_rows(run_dir))
+          assert "ray: actor 1" not in open(log_path).read()  # not placed: no CPU left
+          cluster.add_node(num_cpus=1)
+        time.sleep(0.2)
+      proc.wait(timeout=max(deadline - time.time(), 1))
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    cluster.shutdown()
+  text = open(log_path).read()
+  assert proc.returncode == 0 and rows_before is not None, text[-3000:]
+  assert re.search(r"ray: actor 1 runs on node \S+ \(pid \d+\)", text), text[-3000:]
+  assert (run_dir / "result.json").is_file()
