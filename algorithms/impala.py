@@ -15,7 +15,7 @@ import optax
 from flax import struct
 
 from algorithms.impala_config import ImpalaConfig
-from algorithms.parallel import all_sum, value_and_grad
+from algorithms.parallel import all_sum, all_sum_flat, value_and_grad
 from algorithms.vtrace import vtrace_batch
 from networks import apply_chunked, cpu_conv_chunks, distribution
 
@@ -101,12 +101,12 @@ def make_update_fn(config: ImpalaConfig, network: nn.Module, discrete: bool, ima
 
   def update(state: ImpalaState, traj) -> tuple[ImpalaState, dict]:
     (loss, metrics), grads = value_and_grad(loss_fn, axis_name)(state.params, traj)
-    if axis_name is not None:  # per-sample means over all devices' samples, weighted by their counts
+    if axis_name is not None:  # per-sample means over all devices' samples, weighted by their counts; one collective
       n = jnp.sum(traj.mask)
       summed = ("policy_loss", "value_loss")
-      means = {k: all_sum(v * n, axis_name) / jnp.maximum(all_sum(n, axis_name), 1.0)
-               for k, v in metrics.items() if k not in summed}
-      metrics = dict(all_sum({k: metrics[k] for k in summed}, axis_name), **means)
+      total = all_sum_flat(dict(n=n, **{k: v if k in summed else v * n for k, v in metrics.items()}), axis_name)
+      count = jnp.maximum(total.pop("n"), 1.0)
+      metrics = {k: v if k in summed else v / count for k, v in total.items()}
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.update))
     T, B = traj.rewards.shape

@@ -40,6 +40,11 @@ def update(stats: RunningStats, x: chex.Array, weight: chex.Array | None = None,
   safe_n = jnp.maximum(n, 1.0)
   batch_mean = all_sum(jnp.sum(wx * x, axis=0), axis_name) / safe_n
   batch_var = all_sum(jnp.sum(wx * (x - batch_mean) ** 2, axis=0), axis_name) / safe_n
+  return merge_moments(stats, n, batch_mean, batch_var)
+
+
+def merge_moments(stats: RunningStats, n, batch_mean, batch_var) -> RunningStats:
+  """Merges a batch given by its weight `n`, mean and variance (Chan et al.); unchanged when n is 0."""
   total = stats.count + n
   delta = batch_mean - stats.mean
   mean = stats.mean + delta * n / total
@@ -86,14 +91,26 @@ def scale_rewards(stats: RunningStats, returns: chex.Array, r_t: chex.Array, don
 
   Returns:
     (scaled rewards [T, N] clipped to +-10, new stats, new returns [N]).
-  """
-  def step(carry, xs):
-    stats, ret = carry
-    r, done, m = xs
-    ret = ret * gamma + r
-    stats = update(stats, ret, m, axis_name)
-    scaled = jnp.clip(r / jnp.sqrt(stats.var + EPS), -CLIP, CLIP)
-    return (stats, ret * (1.0 - done)), scaled
 
-  (stats, returns), scaled = jax.lax.scan(step, (stats, returns), (r_t, done_t, mask_t))
+  The statistics take in each step's returns in turn, as a per-step `update` would; R does not depend on them, so
+  the per-step moments of every device's envs come from one reduction (shifted by the running mean for accuracy).
+  """
+  def ret_step(ret, xs):
+    r, done = xs
+    ret = ret * gamma + r
+    return ret * (1.0 - done), ret
+
+  returns, rets = jax.lax.scan(ret_step, returns, (r_t, done_t))  # rets[t]: R_t of every env, before any reset
+  x = rets - stats.mean
+  sums = all_sum(jnp.stack([jnp.sum(mask_t, 1), jnp.sum(mask_t * x, 1), jnp.sum(mask_t * x * x, 1)], 1), axis_name)
+  n = sums[:, 0]
+  shifted_mean = sums[:, 1] / jnp.maximum(n, 1.0)
+  batch_var = jnp.maximum(sums[:, 2] / jnp.maximum(n, 1.0) - shifted_mean**2, 0.0)
+
+  def stat_step(stats, xs):
+    n, mean, var, r = xs
+    stats = merge_moments(stats, n, mean, var)
+    return stats, jnp.clip(r / jnp.sqrt(stats.var + EPS), -CLIP, CLIP)
+
+  stats, scaled = jax.lax.scan(stat_step, stats, (n, shifted_mean + stats.mean, batch_var, r_t))
   return scaled, stats, returns

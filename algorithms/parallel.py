@@ -12,6 +12,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"  # the mesh axis learner devices share
@@ -56,22 +57,36 @@ def shard_offset(size: int, axis_name: str | None) -> jax.Array | int:
   return 0 if axis_name is None else jax.lax.axis_index(axis_name) * size
 
 
-def value_and_grad(loss_fn: Callable, axis_name: str | None, reduce: Callable = all_sum) -> Callable:
-  """`jax.value_and_grad(loss_fn, has_aux=True)` whose loss and gradients are reduced over the learner devices.
+def value_and_grad(loss_fn: Callable, axis_name: str | None, reduce_aux: bool = False) -> Callable:
+  """`jax.value_and_grad(loss_fn, has_aux=True)` whose loss (a sum over this device's samples, or its share of a
+  mean) and gradients are summed over the learner devices; with `reduce_aux`, the aux metrics too (shares).
 
-  `reduce` is `all_sum` for losses summed over the batch (IMPALA), `all_mean` for per-device means of equal
-  shards. NOTE: under `shard_map` the gradient of replicated parameters would be summed over devices implicitly;
-  casting them to per-device values first keeps every device's gradient its own, so the one reduction is this one.
+  Everything reduced goes through one flattened all-reduce: on CPU collectives (gloo between hosts, forced host
+  devices) the latency of each collective, not its size, is what costs.
+  NOTE: under `shard_map` the gradient of replicated parameters would be summed over devices implicitly; casting
+  them to per-device values first keeps every device's gradient its own, so the one reduction is this one.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def wrapped(params, *args):
-    if axis_name is not None:
-      params = jax.lax.pcast(params, axis_name, to="varying")
-    (loss, aux), grads = grad_fn(params, *args)
-    return (reduce(loss, axis_name), aux), reduce(grads, axis_name)
+    if axis_name is None:
+      return grad_fn(params, *args)
+    (loss, aux), grads = grad_fn(jax.lax.pcast(params, axis_name, to="varying"), *args)
+    if reduce_aux:
+      loss, grads, aux = all_sum_flat((loss, grads, aux), axis_name)
+    else:
+      loss, grads = all_sum_flat((loss, grads), axis_name)
+    return (loss, aux), grads
 
   return wrapped
+
+
+def all_sum_flat(tree, axis_name: str | None):
+  """`all_sum` of a pytree of float arrays as one collective over their concatenation."""
+  if axis_name is None:
+    return tree
+  flat, unravel = ravel_pytree(tree)
+  return unravel(jax.lax.psum(flat, axis_name))
 
 
 def learner_mesh(devices: int) -> Mesh:

@@ -34,9 +34,15 @@ class PPOState:
   global_step: chex.Array  # agent steps done (envs x steps, auto-reset steps included)
 
 
-def masked_mean(x, mask, axis_name: str | None = None):
-  """Mean of `x` over samples with mask 1; with `axis_name`, over every learner device's samples."""
-  return all_sum(jnp.sum(x * mask), axis_name) / jnp.maximum(all_sum(jnp.sum(mask), axis_name), 1.0)
+def masked_moments(xs, mask, axis_name: str | None = None):
+  """(count, [mean of x for x in xs], [variance of x ...]) over samples with mask 1 (every device's with
+  `axis_name`), from one reduction of the counts, sums and sums of squares."""
+  sums = jnp.stack([jnp.sum(mask)] + [jnp.sum(x * mask) for x in xs] + [jnp.sum(x * x * mask) for x in xs])
+  sums = all_sum(sums, axis_name)
+  count = jnp.maximum(sums[0], 1.0)
+  means = [sums[1 + i] / count for i in range(len(xs))]
+  variances = [jnp.maximum(sums[1 + len(xs) + i] / count - m * m, 0.0) for i, m in enumerate(means)]
+  return count, means, variances
 
 
 def ppo_loss(new_logp, entropy, new_values, old_logp, old_values, advantages, returns, mask, *, clip_coef: float,
@@ -56,12 +62,10 @@ def ppo_loss(new_logp, entropy, new_values, old_logp, old_values, advantages, re
     (loss, metrics) with policy_loss, value_loss, entropy, approx_kl, clip_frac.
   """
   chex.assert_equal_shape([new_logp, entropy, new_values, old_logp, old_values, advantages, returns, mask])
-  count = jnp.maximum(all_sum(jnp.sum(mask), axis_name), 1.0)
+  count, (mean,), (var,) = masked_moments([advantages], mask, axis_name)
   share = lambda x: jnp.sum(x * mask) / count  # noqa: E731
   if norm_adv:
-    mean = masked_mean(advantages, mask, axis_name)
-    std = jnp.sqrt(masked_mean((advantages - mean) ** 2, mask, axis_name))
-    advantages = (advantages - mean) / (std + 1e-8)
+    advantages = (advantages - mean) / (jnp.sqrt(var) + 1e-8)
   log_ratio = new_logp - old_logp
   ratio = jnp.exp(log_ratio)
   pg_loss = share(jnp.maximum(-advantages * ratio, -advantages * jnp.clip(ratio, 1 - clip_coef, 1 + clip_coef)))
@@ -78,10 +82,7 @@ def ppo_loss(new_logp, entropy, new_values, old_logp, old_values, advantages, re
 
 
 def explained_variance(values, returns, mask, axis_name: str | None = None):
-  mean = lambda x: masked_mean(x, mask, axis_name)  # noqa: E731
-  var_r = mean((returns - mean(returns)) ** 2)
-  err = returns - values
-  var_e = mean((err - mean(err)) ** 2)
+  _, _, (var_r, var_e) = masked_moments([returns, returns - values], mask, axis_name)
   return jnp.where(var_r > 0, 1.0 - var_e / var_r, jnp.nan)
 
 
@@ -161,8 +162,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
 
   def minibatch_step(carry, mb):
     params, opt_state = carry
-    (loss, metrics), grads = value_and_grad(loss_fn, axis_name)(params, mb)
-    metrics = all_sum(metrics, axis_name)
+    (loss, metrics), grads = value_and_grad(loss_fn, axis_name, reduce_aux=True)(params, mb)
     updates, opt_state = tx.update(grads, opt_state, params)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return (optax.apply_updates(params, updates), opt_state), metrics
