@@ -1,9 +1,10 @@
 """The one place where learner functions are lifted over agents and devices.
 
 `lift` turns a function written for one agent, `fn(state, batch) -> (state, metrics)`, into the compiled update the
-trainers call: vmapped over several agents (seeds), or data-parallel over several local devices with `shard_map`
-(state replicated, batch sharded). Learners written for devices reduce across them only through `all_sum` and
-`all_mean` below, so moving between `shard_map`, `pmap` or another engine touches only this module.
+trainers call: vmapped over several agents (seeds), or data-parallel with `shard_map` over learner devices, local or
+of every process of a `jax.distributed` group (state replicated, batch sharded). Learners reduce across devices only
+through `all_sum`, `all_sum_flat`, `all_gather` and `value_and_grad` below, so moving between `shard_map`, `pmap` or
+another engine touches only this module.
 """
 from __future__ import annotations
 
@@ -32,11 +33,6 @@ def split_axis(x: jax.Array, num_agents: int, axis: int) -> jax.Array:
 def all_sum(tree, axis_name: str | None):
   """Sums a pytree (gradients, summed losses, counts) over the learner devices; identity on one device."""
   return tree if axis_name is None else jax.lax.psum(tree, axis_name)
-
-
-def all_mean(tree, axis_name: str | None):
-  """Averages a pytree over the learner devices; identity on one device."""
-  return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
 def all_gather(x: jax.Array, axis_name: str | None) -> jax.Array:
@@ -116,7 +112,7 @@ def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, de
   Agents: the batch comes as the acting loop collected it, all agents' envs side by side; `split(batch, K)` gives it
   a leading agent axis inside the jit, so the host never copies it. Metrics come back with a leading agent axis.
 
-  Devices: `fn` must have been built to reduce over `AXIS` (gradients with `all_sum`/`all_mean`); each batch leaf
+  Devices: `fn` must have been built to reduce over `AXIS` (gradients through `value_and_grad`); each batch leaf
   is split into D equal parts along `batch_axis(path)` (its env axis), the state is replicated, and the outputs are
   the (identical) replicated results. With several processes (jax.distributed) the mesh holds D devices of every
   process, each process passes its own part of the batch, and `local_copy` reads the outputs.

@@ -105,3 +105,20 @@ def test_distributed_bad_flags(tmp_path):
   assert r.returncode == 2 and "needs --num-processes and --process-id" in r.stderr
   r = run("--coordinator-address", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2")
   assert r.returncode == 2 and r.stderr.strip() == "error: --process-id 2 must lie in [0, 1] for --num-processes 2"
+
+
+def test_slurm_job_step_is_detected(tmp_path):
+  """No flags: two tasks of a (simulated) SLURM job step find each other from SLURM's variables."""
+  port, procs = _port(), []
+  for i in range(2):
+    env = dict(os.environ, SLURM_JOB_ID="4242", SLURM_STEP_NODELIST="localhost", SLURM_NTASKS="2",
+               SLURM_PROCID=str(i), SLURM_LOCALID="0", JAX_COORDINATOR_PORT=str(port))
+    log = open(tmp_path / f"s{i}.log", "w")
+    procs.append(subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--num-envs", "4",
+         "--total-timesteps", "2048", "--eval-every", "0", "--run-dir", str(tmp_path / "run"), "--no-progress"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+  codes = _wait(procs, timeout=300)
+  log = open(tmp_path / "s0.log").read()
+  assert codes == [0, 0], log[-3000:]
+  assert "checked: parameters identical on all 2 processes" in log
