@@ -2,11 +2,13 @@
 
     python -m benchmarks.scaling                                  # PPO on HalfCheetah-v4, 8 envs x 256 steps
     python -m benchmarks.scaling --env Pong-v5 --num-steps 128 --updates 8 --rounds 3
+    python -m benchmarks.scaling --algo impala --env Pong-v5      # IMPALA: 2 actors x 16 envs, batch 32
 
-Every variant is the real trainer (`run_ppo.py`) started as it would be by a user, on the same env count and batch:
+Every variant is the real trainer (`run_ppo.py` / `run_impala.py`) started as it would be by a user, on the same env
+count and batch:
 
-  local        one process, one envpool of all envs (the reference)
-  ray W        W Ray environment workers (num_envs / W envs each) on a loopback cluster this script starts
+  local N      one process: PPO one envpool of all envs (N = 1); IMPALA N actor threads (the reference)
+  ray W        W Ray actors / PPO environment workers (num_envs / W envs each) on a loopback cluster started here
   processes P  P jax.distributed processes on 127.0.0.1 (num_envs / P envs each), one learner device each
   devices D    one process, the update data-parallel over D forced host devices (XLA_FLAGS)
 
@@ -45,13 +47,14 @@ def _sps(run_dir: str, skip: int) -> float:
   return steps / (float(rows[-1]["walltime"]) - float(rows[0]["walltime"]))
 
 
-def run_variant(kind: str, n: int, common: list[str], workdir: str, skip: int, ray_address: str | None) -> float:
+def run_variant(algo: str, kind: str, n: int, common: list[str], workdir: str, skip: int,
+                ray_address: str | None) -> float:
   run_dir = os.path.join(workdir, f"{kind}{n}")
   shutil.rmtree(run_dir, ignore_errors=True)
-  script = [sys.executable, os.path.join(ROOT, "run_ppo.py"), *common, "--run-dir", run_dir, "--no-progress"]
+  script = [sys.executable, os.path.join(ROOT, f"run_{algo}.py"), *common, "--run-dir", run_dir, "--no-progress"]
   env = dict(os.environ)
   if kind == "local":
-    cmds = [script]
+    cmds = [script + (["--num-actors", str(n)] if algo == "impala" else [])]
   elif kind == "ray":
     cmds = [script + ["--ray-address", ray_address, "--num-actors", str(n)]]
   elif kind == "processes":
@@ -73,21 +76,41 @@ def run_variant(kind: str, n: int, common: list[str], workdir: str, skip: int, r
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--env", default="HalfCheetah-v4")
-  parser.add_argument("--num-envs", type=int, default=8)
-  parser.add_argument("--num-steps", type=int, default=256)
-  parser.add_argument("--updates", type=int, default=12, help="updates per variant and round")
+  parser.add_argument("--algo", choices=("ppo", "impala"), default="ppo")
+  parser.add_argument("--env", default=None, help="default: HalfCheetah-v4 (PPO), Pong-v5 (IMPALA)")
+  parser.add_argument("--num-envs", type=int, default=8, help="PPO: envs in all")
+  parser.add_argument("--num-steps", type=int, default=256, help="PPO: steps per env per update")
+  parser.add_argument("--envs-per-actor", type=int, default=16, help="IMPALA")
+  parser.add_argument("--batch-size", type=int, default=32, help="IMPALA: trajectories per update (unroll 20)")
+  parser.add_argument("--updates", type=int, default=None, help="updates per variant and round (PPO 12, IMPALA 30)")
   parser.add_argument("--skip", type=int, default=2, help="first updates not timed (compilation)")
   parser.add_argument("--rounds", type=int, default=2)
-  parser.add_argument("--variants", default="local:1,ray:1,ray:2,processes:2,devices:2,devices:4")
-  parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "scaling.md"))
+  parser.add_argument("--variants", default=None, help="kind:n,... (PPO default: local:1,ray:1,ray:2,"
+                      "processes:2,devices:2,devices:4; IMPALA: local:2,ray:2,processes:2,devices:2)")
+  parser.add_argument("--out", default=None, help="default: benchmarks/results/scaling_<algo>.md")
   args = parser.parse_args(argv)
+  ppo = args.algo == "ppo"
+  args.env = args.env or ("HalfCheetah-v4" if ppo else "Pong-v5")
+  args.updates = args.updates or (12 if ppo else 30)
+  args.variants = args.variants or ("local:1,ray:1,ray:2,processes:2,devices:2,devices:4" if ppo
+                                    else "local:2,ray:2,processes:2,devices:2")
+  args.out = args.out or os.path.join(ROOT, "benchmarks", "results", f"scaling_{args.algo}.md")
   variants = [(k, int(n)) for k, n in (v.split(":") for v in args.variants.split(","))]
-  if ("local", 1) not in variants:
-    variants.insert(0, ("local", 1))
-  batch = args.num_envs * args.num_steps
-  common = ["--env", args.env, "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
-            "--total-timesteps", str(batch * args.updates), "--eval-every", "0", "--checkpoint-every", str(10**12)]
+  reference = next(v for v in variants if v[0] == "local") if any(k == "local" for k, _ in variants) else None
+  if reference is None:
+    reference = ("local", 1 if ppo else 2)
+    variants.insert(0, reference)
+  if ppo:
+    batch = args.num_envs * args.num_steps
+    common = ["--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps)]
+    setting = f"PPO on {args.env}, {args.num_envs} envs x {args.num_steps} steps per update"
+  else:
+    batch = 20 * args.batch_size
+    common = ["--envs-per-actor", str(args.envs_per_actor), "--batch-size", str(args.batch_size)]
+    setting = (f"IMPALA on {args.env}, actors of {args.envs_per_actor} envs, batch {args.batch_size} x unroll 20 "
+               "per update")
+  common += ["--env", args.env, "--total-timesteps", str(batch * args.updates), "--eval-every", "0",
+             "--checkpoint-every", str(10**12)]
   workdir = tempfile.mkdtemp(prefix="jaxpod_scaling_")
   ray_address = None
   ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -101,7 +124,7 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
       order = variants if r % 2 == 0 else variants[::-1]
       for v in order:
-        sps = run_variant(*v, common, workdir, args.skip, ray_address)
+        sps = run_variant(args.algo, *v, common, workdir, args.skip, ray_address)
         results[v].append(sps)
         print(f"round {r + 1}: {v[0]} {v[1]}: {sps:,.0f} steps/s", file=sys.stderr, flush=True)
   finally:
@@ -110,17 +133,21 @@ def main(argv=None) -> int:
     shutil.rmtree(workdir, ignore_errors=True)
 
   from algorithms.runtime.trainer import hardware
-  base = results[("local", 1)]
-  describe = {"local": "one process, one envpool", "ray": "Ray env workers ({n} x {e} envs)",
-              "processes": "jax.distributed processes ({n} x {e} envs)", "devices": "forced host learner devices"}
-  lines = [f"PPO on {args.env}, {args.num_envs} envs x {args.num_steps} steps per update, {args.updates} updates "
-           f"per variant ({args.skip} not timed), {args.rounds} alternating rounds; {hardware()}; "
-           f"{datetime.date.today()}.", "",
-           "| variant | layout | steps/s (mean over rounds) | per round | vs local (mean of per-round ratios) |",
+  base = results[reference]
+  if ppo:
+    describe = {"local": "one process, one envpool", "ray": "Ray env workers ({n} x {e} envs)",
+                "processes": "jax.distributed processes ({n} x {e} envs)", "devices": "forced host learner devices"}
+  else:
+    describe = {"local": "one process, {n} actor threads", "ray": "{n} Ray actors",
+                "processes": "jax.distributed processes (actors split)", "devices": "forced host learner devices"}
+  lines = [f"{setting}, {args.updates} updates per variant ({args.skip} not timed), {args.rounds} alternating "
+           f"rounds; {hardware()}; {datetime.date.today()}.", "",
+           "| variant | layout | steps/s (mean over rounds) | per round | vs reference (mean of per-round ratios) |",
            "|---|---|---|---|---|"]
   for (kind, n), values in results.items():
     ratio = statistics.mean(v / b for v, b in zip(values, base))
     layout = describe[kind].format(n=n, e=args.num_envs // n)
+    kind = kind if (kind, n) != reference else f"{kind} (reference)"
     lines.append(f"| {kind} {n} | {layout} | {statistics.mean(values):,.0f} | "
                  f"{', '.join(f'{v:,.0f}' for v in values)} | {ratio:.2f} |")
   table = "\n".join(lines)
