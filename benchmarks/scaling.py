@@ -147,8 +147,8 @@ def main(argv=None) -> int:
   for (kind, n), values in results.items():
     ratio = statistics.mean(v / b for v, b in zip(values, base))
     layout = describe[kind].format(n=n, e=args.num_envs // n)
-    kind = kind if (kind, n) != reference else f"{kind} (reference)"
-    lines.append(f"| {kind} {n} | {layout} | {statistics.mean(values):,.0f} | "
+    name = f"{kind} {n}" + (" (reference)" if (kind, n) == reference else "")
+    lines.append(f"| {name} | {layout} | {statistics.mean(values):,.0f} | "
                  f"{', '.join(f'{v:,.0f}' for v in values)} | {ratio:.2f} |")
   table = "\n".join(lines)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
