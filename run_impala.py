@@ -15,7 +15,7 @@ from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
 from algorithms.parallel import AXIS, env_axis, lift, local_copy
 from algorithms.runtime import distributed, remote, trainer
-from algorithms.runtime.cli import UsageError, main_guard, parse
+from algorithms.runtime.cli import main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
 
@@ -31,14 +31,12 @@ def main(argv: list[str] | None = None) -> int:
   config, spec, network = setup.config, setup.spec, setup.network
   device = setup.actor_device
   P, p = jax.process_count(), jax.process_index()  # several with --coordinator-address (jax.distributed)
-  if P > 1 and config.ray_address:
-    raise UsageError("several processes (--coordinator-address) run local actors: drop --ray-address")
   distributed.check_split("--num-actors", config.num_actors)
   distributed.check_split("--batch-size", config.batch_size, config.envs_per_actor, "--envs-per-actor")
   distributed.check_split("--batch-size", config.batch_size, config.learner_devices, "--learner-devices")
-  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
+  ray = setup.ray
   run = setup.open_run(lambda key: impala.init_state(config, network, spec.obs_shape, key),
-                       fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS + (["actor_restarts"] if ray else []))
+                       fieldnames=trainer.BASE_COLUMNS + LEARNER_METRICS)
   state, start_step = run.state, run.start_step
 
   act_fn = acting.make_act_fn(network, spec.discrete, normalize_obs=False)

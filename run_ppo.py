@@ -29,12 +29,11 @@ def main(argv: list[str] | None = None) -> int:
   K = config.num_seeds
   P, p = jax.process_count(), jax.process_index()  # several with --coordinator-address (jax.distributed)
   distributed.check_split("--num-envs", config.num_envs, config.learner_devices, "--learner-devices")
-  if P > 1 and (config.ray_address or K > 1):
-    raise UsageError("several processes (--coordinator-address) run local envs with one seed: drop --ray-address "
-                     "/ --num-seeds")
-  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
+  if P > 1 and K > 1:
+    raise UsageError("several processes (--coordinator-address) train one seed: drop --num-seeds")
+  ray = setup.ray
   run = setup.open_run(lambda key: ppo.init_state(config, network, spec.obs_shape, key),
-                       fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS + (["actor_restarts"] if ray else []))
+                       fieldnames=trainer.BASE_COLUMNS + UPDATE_METRICS)
   state, start_step = run.state, run.start_step
 
   act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs, num_agents=K)

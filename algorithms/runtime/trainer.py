@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 import networks
 from algorithms.config import RunConfig, flag
 from algorithms.parallel import local_copy
-from algorithms.runtime import distributed, rundir, xla
+from algorithms.runtime import distributed, remote, rundir, xla
 from algorithms.runtime.checkpoint import Checkpointer
 from algorithms.runtime.cli import UsageError
 from algorithms.runtime.logger import RunLogger
@@ -74,9 +74,10 @@ class Setup:
   network: Any
   resuming: bool
   actor_device: Any = None  # where the policy acts; None: JAX's default device
+  ray: Any = None  # the `ray` module, connected, with --ray-address
 
   def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
-    return Run(self, init_fn, fieldnames)
+    return Run(self, init_fn, fieldnames + (["actor_restarts"] if self.ray else []))
 
 
 def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
@@ -105,6 +106,8 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
     config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
   xla.configure(spec.image_obs)  # before the first JAX computation
   distributed.initialize(config)
+  if jax.process_count() > 1 and config.ray_address:
+    raise UsageError("several processes (--coordinator-address) run their own actors and envs: drop --ray-address")
   device = resolve_device(config.actor_device)
   local = len(jax.local_devices())
   if config.learner_devices > local:
@@ -117,7 +120,8 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
     # NOTE: a process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
     # then never raises KeyboardInterrupt; benchmarks.run stops its jobs with SIGINT so that they checkpoint.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-  return Setup(config, spec, network, resuming, device)
+  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
+  return Setup(config, spec, network, resuming, device, ray)
 
 
 class Run:
