@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 _UPDATE_CHECK = r'''
@@ -102,19 +104,9 @@ def test_ppo_update_on_4_devices_equals_one_device():
   assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
 
 
-def test_run_ppo_with_two_learner_devices(tmp_path):
-  r = _forced([os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--total-timesteps", "4096",
-               "--learner-devices", "2", "--eval-episodes", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"],
-              devices=2)
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert (tmp_path / "run" / "result.json").is_file()
-  r = _forced([os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--learner-devices", "3",
-               "--run-dir", str(tmp_path / "bad")], devices=4)
-  assert r.returncode == 2 and r.stderr.strip() == "error: --learner-devices 3 does not divide --num-envs 4"
-
-
-def test_run_impala_with_two_learner_devices(tmp_path):
-  r = _forced([os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--total-timesteps", "20480",
+@pytest.mark.parametrize("script, steps", [("run_ppo.py", "4096"), ("run_impala.py", "20480")])
+def test_run_with_two_learner_devices(tmp_path, script, steps):
+  r = _forced([os.path.join(ROOT, script), "--env", "CartPole-v1", "--total-timesteps", steps,
                "--learner-devices", "2", "--eval-episodes", "2", "--run-dir", str(tmp_path / "run"), "--no-progress"],
               devices=2)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -122,6 +114,9 @@ def test_run_impala_with_two_learner_devices(tmp_path):
 
 
 def test_learner_devices_bad_values(tmp_path):
+  r = _forced([os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--learner-devices", "3",
+               "--run-dir", str(tmp_path / "bad")], devices=4)
+  assert r.returncode == 2 and r.stderr.strip() == "error: --learner-devices 3 does not divide --num-envs 4"
   r = _forced([os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--learner-devices", "3",
                "--run-dir", str(tmp_path / "a")], devices=4)
   assert r.returncode == 2 and "--learner-devices 3 does not divide --batch-size 32" in r.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from algorithms.parallel import local_copy
-from algorithms.runtime.cli import UsageError
+from algorithms.runtime.cli import UsageError, first_line
 
 DIR = "checkpoints"
 
@@ -53,9 +53,8 @@ class Checkpointer:
       restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
                                                                      meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types for unreadable or mismatched trees
-      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
       raise UsageError(f"checkpoint {step} in {self.directory} is corrupt or incompatible with this config: "
-                       f"{reason}") from None
+                       f"{first_line(e)}") from None
     state = restored["state"]
     want, got = jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree_util.tree_flatten_with_path(state)[0]
     for (path, a), (_, b) in zip(want, got):

@@ -19,6 +19,11 @@ class UsageError(Exception):
   """An error the user can fix by changing a flag, an env id, a path or a checkpoint."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """An exception's first line of text (or its type's name), cut to `limit` characters, for one-line reports."""
+  return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 def fail(message: str) -> NoReturn:
   print(f"error: {message}", file=sys.stderr)
   raise SystemExit(2)

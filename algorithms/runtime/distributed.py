@@ -18,13 +18,9 @@ import jax
 from jax.experimental import multihost_utils
 
 from algorithms import normalize
-from algorithms.runtime.cli import UsageError
+from algorithms.runtime.cli import UsageError, first_line
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
-
-
-class PeerLost(RuntimeError):
-  """A collective failed because another process of the group died."""
 
 
 def _env_int(name: str) -> int | None:
@@ -53,8 +49,7 @@ def initialize(config) -> None:
                                heartbeat_timeout_seconds=int(config.heartbeat_timeout),
                                initialization_timeout=int(config.heartbeat_timeout) * 5)
   except Exception as e:  # noqa: BLE001  (jaxlib raises its own runtime errors)
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    raise UsageError(f"could not join the process group at {address}: {reason}") from None
+    raise UsageError(f"could not join the process group at {address}: {first_line(e)}") from None
 
 
 def is_main() -> bool:
@@ -85,9 +80,9 @@ def lost(error: BaseException) -> bool:
 
 def stop_lost(error: BaseException, run) -> None:
   """Ends this process after another one died: the logs are closed, the last checkpoint stands."""
-  reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
   run.close()
-  print(f"error: process {jax.process_index()} lost another process of the group ({reason}); stopping. The last "
-        f"checkpoint stands: restart every process with --resume {run.config.run_dir}", file=sys.stderr, flush=True)
+  print(f"error: process {jax.process_index()} lost another process of the group ({first_line(error)}); stopping. "
+        f"The last checkpoint stands: restart every process with --resume {run.config.run_dir}", file=sys.stderr,
+        flush=True)
   # NOTE: JAX's distributed client would abort this process at exit (its shutdown barrier cannot complete).
   os._exit(1)

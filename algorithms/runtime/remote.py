@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from algorithms import normalize
-from algorithms.runtime.cli import UsageError
+from algorithms.runtime.cli import UsageError, first_line
 from envs.actors import ActorError
 from envs.rollout import concat_trajectories
 
@@ -49,8 +49,7 @@ def connect(address: str):
     else:
       ray.init(address=address, namespace=NAMESPACE, runtime_env=runtime_env, logging_level="WARNING")
   except Exception as e:  # noqa: BLE001  (ray raises ConnectionError, ValueError, RuntimeError, ...)
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-    raise UsageError(f"--ray-address {address}: cannot join a Ray cluster there ({reason})") from None
+    raise UsageError(f"--ray-address {address}: cannot join a Ray cluster there ({first_line(e)})") from None
   return ray
 
 
@@ -128,9 +127,8 @@ class _Workers:
         if not self.down[i]:  # NOTE: calls made while Ray is restarting the actor fail too; one death, one event
           self.down[i] = True
           self.restarts += 1
-          reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-          print(f"warning: Ray actor {i} {self._where(i)}died ({reason}); Ray restarts it and its rollout is "
-                "collected again", file=sys.stderr, flush=True)
+          print(f"warning: Ray actor {i} {self._where(i)}died ({first_line(e, 160)}); Ray restarts it and its "
+                "rollout is collected again", file=sys.stderr, flush=True)
         time.sleep(0.5)
         self.submit(i, *args, tag)
         continue
