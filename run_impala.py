@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
   config = parse(ImpalaConfig, argv, __doc__)
   setup = trainer.setup(config, ImpalaConfig, algo="impala")
   config, spec, network = setup.config, setup.spec, setup.network
-  device = setup.actor_device
+  device = setup.placement.actor
   P, p = jax.process_count(), jax.process_index()  # several with --coordinator-address (jax.distributed)
   distributed.check_split("--num-actors", config.num_actors)
   distributed.check_split("--batch-size", config.batch_size, config.envs_per_actor, "--envs-per-actor")
@@ -49,12 +49,12 @@ def main(argv: list[str] | None = None) -> int:
   no_norm = normalize.init(())
 
   A = config.num_actors // P  # this process's actors: [p * A, (p + 1) * A) of the group's
+  # NOTE: made before the actors start: the first update donates `state`, so a thread must not read it later.
+  actor_keys = [jax.device_put(jax.random.fold_in(state.key, p * A + i), device) for i in range(A)]
 
   def make_actor(i: int):
+    key = actor_keys[i]
     i += p * A
-    key = jax.random.fold_in(state.key, i)
-    if device is not None:
-      key = jax.device_put(key, device)
     rollout = make_rollout(spec, config.envs_per_actor, config.unroll_length, 1,
                            config.seed + start_step + i * config.envs_per_actor, act_fn, run.tracker,
                            tracker_offset=i * config.envs_per_actor)

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
   act_fn = acting.make_act_fn(network, spec.discrete, config.normalize_obs, num_agents=K)
   greedy_fn = acting.make_greedy_fn(network, spec.discrete, config.normalize_obs)
-  devices, device = config.learner_devices, setup.actor_device
+  devices, device = config.learner_devices, setup.placement.actor
   update_fn = lift(ppo.make_update_fn(config, network, spec.discrete, spec.image_obs,
                                       axis_name=AXIS if devices * P > 1 else None),
                    num_agents=K, split=ppo.split_agents, devices=devices, batch_axis=env_axis)
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
       inputs = local_copy((state.params, (state.obs_norm, state.actor_key)))
       if P > 1:  # each process samples its own actions
         inputs = (inputs[0], (inputs[1][0], jax.random.fold_in(inputs[1][1], p)))
-      if device is not None:
-        inputs = jax.device_put(inputs, device)
+      inputs = jax.device_put(inputs, device)  # no copy when acting on the learner device
       traj, (obs_norm, actor_key) = rollout.collect(*inputs)
       if P > 1:  # the same state on every process: all processes' observations, the next acting key
         obs_norm = distributed.merge_stats(inputs[1][0], obs_norm) if config.normalize_obs else inputs[1][0]

@@ -85,11 +85,18 @@ def all_sum_flat(tree, axis_name: str | None):
   return unravel(jax.lax.psum(flat, axis_name))
 
 
+def learner_devices(count: int) -> list:
+  """The learner's devices in this process: the first `count` local devices of JAX's default backend (the
+  accelerator when there is one). The rule is written here alone; the harness places acting around it."""
+  local = jax.local_devices()
+  if count > len(local):
+    raise ValueError(f"{count} learner devices asked for, {len(local)} present")
+  return local[:count]
+
+
 def learner_mesh(devices: int) -> Mesh:
   """The first `devices` local devices of every process (process 0's first, so device k holds the k-th slice)."""
-  local = jax.local_devices()
-  if devices > len(local):
-    raise ValueError(f"{devices} learner devices asked for, {len(local)} present")
+  learner_devices(devices)
   by_process: dict[int, list] = {}
   for d in jax.devices():
     by_process.setdefault(d.process_index, []).append(d)
@@ -106,7 +113,7 @@ def local_copy(tree):
 
 
 def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, devices: int = 1,
-         batch_axis: Callable | None = None) -> Callable:
+         batch_axis: Callable | None = None, donate: bool = True) -> Callable:
   """jit(fn); vmapped over agents when `num_agents` K > 1; data-parallel over `devices` D > 1 local devices.
 
   Agents: the batch comes as the acting loop collected it, all agents' envs side by side; `split(batch, K)` gives it
@@ -116,9 +123,16 @@ def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, de
   is split into D equal parts along `batch_axis(path)` (its env axis), the state is replicated, and the outputs are
   the (identical) replicated results. With several processes (jax.distributed) the mesh holds D devices of every
   process, each process passes its own part of the batch, and `local_copy` reads the outputs.
+
+  Placement: the state is put on the learner device(s) (`learner_devices`) at every call, so leaves that arrive
+  from the acting device (PPO's observation statistics and acting key) never pull the update onto it; the outputs
+  live there too. Arrays already in place are not copied.
+
+  Donation: the state passed in is donated (XLA updates it in place, on every backend: XLA:CPU honours donation
+  too), so after a call its arrays are deleted. Nothing else may hold them: parameters published to actors are
+  copies (`envs.actors.ParamStore`). `donate=False` is for benchmarks that measure what donation saves.
   """
-  # NOTE: buffer donation lets XLA update parameters in place on accelerators; XLA:CPU ignores it with a warning.
-  donate = (0,) if jax.default_backend() != "cpu" else ()
+  donate = (0,) if donate else ()
   if num_agents > 1 and devices > 1:
     raise ValueError("several agents and several learner devices together are not supported")
   if num_agents > 1:
@@ -126,7 +140,8 @@ def lift(fn: Callable, *, num_agents: int = 1, split: Callable | None = None, de
     fn = lambda state, batch: vmapped(state, split(batch, num_agents))  # noqa: E731
   processes = jax.process_count()
   if devices == 1 and processes == 1:
-    return jax.jit(fn, donate_argnums=donate)
+    device, update = learner_devices(1)[0], jax.jit(fn, donate_argnums=donate)
+    return lambda state, batch: update(jax.device_put(state, device), batch)
   mesh = learner_mesh(devices)
   replicated = NamedSharding(mesh, PartitionSpec())
   compiled = {}

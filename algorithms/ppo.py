@@ -14,7 +14,7 @@ import optax
 from flax import struct
 
 from algorithms import normalize
-from algorithms.gae import gae_batch
+from algorithms.gae import gae_batch, scan_unroll
 from algorithms.parallel import all_gather, all_sum, env_axis, shard_offset, split_axis, value_and_grad
 from algorithms.ppo_config import PPOConfig
 from networks import apply_chunked, cpu_conv_chunks, distribution
@@ -151,6 +151,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
   dist = distribution(discrete)
   tx, schedule = make_optimizer(config)
   unroll, chunks = default_unroll(config, image_obs), default_chunks(config, image_obs)
+  gae_unroll = scan_unroll(jax.default_backend())
   E, M = config.update_epochs, config.num_minibatches
 
   def loss_fn(params, mb):
@@ -181,7 +182,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
     _, last_value = network.apply(state.params, last_obs)
     values = jnp.concatenate([traj.values, last_value[None]], axis=0)
     advantages, returns = gae_batch(rewards, values, traj.terminations, traj.truncations, config.gamma,
-                                    config.gae_lambda)
+                                    config.gae_lambda, gae_unroll)
     data = dict(obs=traj.obs, actions=traj.actions, logp=traj.logp, values=traj.values, advantages=advantages,
                 returns=returns, mask=traj.mask)
 

@@ -148,7 +148,7 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
                          tracker_offset=i * cfg.envs_per_actor), (normalize.init(()), jax.random.PRNGKey(i)))
 
   def impala_phase(state, n):
-    store = ParamStore(state.params, int(state.update))
+    store = ParamStore(state.params, int(state.update), jax.devices()[0])
     pool = ActorPool(make_actor, cfg.num_actors, store, cfg.queue_size).start()
     times, learn = [], 0.0
     try:

@@ -22,18 +22,29 @@ class ActorError(RuntimeError):
 
 
 class ParamStore:
-  """The newest parameters and their version: written by the learner, read by every actor."""
+  """The newest parameters and their version: written by the learner, read by every actor.
 
-  def __init__(self, params, version: int = 0, device=None):
+  NOTE: `publish` keeps a copy on the acting device, never the learner's arrays: the update donates its state, so
+  an actor still acting with the learner's own buffers would find them deleted.
+  """
+
+  def __init__(self, params, version: int, device):
     self._device = device
     self._lock = threading.Lock()
     self.syncs = 0  # times an actor picked up a newer version
     self.publish(params, version)
 
   def publish(self, params, version: int) -> None:
-    params = jax.device_put(params, self._device) if self._device is not None else params
+    params = jax.tree.map(self._copy, params)
     with self._lock:
       self._params, self._version = params, version
+
+  def _copy(self, x):
+    # NOTE: from an array on several devices (a replicated learner state) `device_put(..., may_alias=False)` still
+    # hands back the shard already on the target device (jax 0.10.2, measured); copy one shard instead.
+    if isinstance(x, jax.Array) and len(x.sharding.device_set) > 1:
+      x = x.addressable_data(0)
+    return jax.device_put(x, self._device, may_alias=False)
 
   def get(self, seen_version: int = -1) -> tuple[Any, int]:
     with self._lock:

@@ -31,10 +31,11 @@ traj = Trajectory(obs=f32(rng.normal(size=(T, B, 4))), actions=rng.integers(0, 2
 one = lift(impala.make_update_fn(cfg, net, True, False))
 four = lift(impala.make_update_fn(cfg, net, True, False, axis_name=AXIS), devices=4,
             batch_axis=env_axis)
-s1, m1 = one(state, traj)
+copy = lambda tree: jax.tree.map(lambda x: x.copy(), tree)  # each update donates its input state
+s1, m1 = one(copy(state), traj)
 for _ in range(3):  # several updates, so the optimiser state takes part too
   s1, m1 = one(s1, traj)
-s4, m4 = four(state, traj)
+s4, m4 = four(copy(state), traj)
 for _ in range(3):
   s4, m4 = four(s4, traj)
 assert {d.id for d in s4.params["params"]["Dense_0"]["kernel"].devices()} == {0, 1, 2, 3}
@@ -72,7 +73,7 @@ for discrete in (True, False):
                     last_obs=f32(rng.normal(size=(N, 4))))
   one = lift(ppo.make_update_fn(cfg, net, discrete, False))
   four = lift(ppo.make_update_fn(cfg, net, discrete, False, axis_name=AXIS), devices=4, batch_axis=env_axis)
-  s1, s4 = state, state
+  s1, s4 = (jax.tree.map(lambda x: x.copy(), state) for _ in range(2))  # each update donates its input state
   for _ in range(3):
     s1, m1 = one(s1, traj)
     s4, m4 = four(s4, traj)

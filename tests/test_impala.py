@@ -72,7 +72,7 @@ def _pool(act_fn, num_actors=2):
   def make_actor(i):
     return make_rollout(spec, 4, 10, 1, i * 4, act_fn(net), tracker, tracker_offset=4 * i), \
         (normalize.init(()), jax.random.PRNGKey(i))
-  return ActorPool(make_actor, num_actors, ParamStore(params), queue_size=num_actors)
+  return ActorPool(make_actor, num_actors, ParamStore(params, 0, jax.devices()[0]), queue_size=num_actors)
 
 
 def test_failing_actor_stops_the_run_quickly():

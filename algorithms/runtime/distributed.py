@@ -21,6 +21,8 @@ from algorithms import normalize
 from algorithms.runtime.cli import UsageError, first_line
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+# A process's index among the group's processes on its own machine, as launchers set it (SLURM, torchrun, Open MPI).
+LOCAL_RANK_VARS = ("SLURM_LOCALID", "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK")
 
 
 def _env_int(name: str) -> int | None:
@@ -28,9 +30,33 @@ def _env_int(name: str) -> int | None:
   return int(value) if value not in (None, "") else None
 
 
+def local_rank(address: str | None, process_id: int | None) -> int | None:
+  """This process's index among the group's processes on this machine: the launcher's, or the process id when
+  the coordinator is on loopback (then every process runs here); None when unknown (one process per machine)."""
+  for name in LOCAL_RANK_VARS:
+    if _env_int(name) is not None:
+      return _env_int(name)
+  host = (address or "").rpartition(":")[0].strip("[]")
+  if process_id is not None and (host in ("localhost", "::1") or host.startswith("127.")):
+    return process_id
+  return None
+
+
+def local_device_ids(rank: int | None, learner_devices: int) -> list[int] | None:
+  """The accelerators process `rank` of this machine opens: its own `learner_devices` of them, so processes on
+  one machine neither share GPU 0 nor each open (and allocate on) every GPU. None leaves JAX's choice: a process
+  alone on its machine, or JAX_LOCAL_DEVICE_IDS set by the user."""
+  if rank is None or os.environ.get("JAX_LOCAL_DEVICE_IDS"):
+    return None
+  return list(range(rank * learner_devices, (rank + 1) * learner_devices))
+
+
 def initialize(config) -> None:
   """Joins the process group when asked for (flags, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
-  or a SLURM job step with several tasks); a no-op otherwise. Call before any JAX computation."""
+  or a SLURM job step with several tasks); a no-op otherwise. Call before any JAX computation.
+
+  Processes that share a machine each open their own accelerators (`local_device_ids`); CPU runs are unaffected.
+  """
   address = config.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
   num = config.num_processes if config.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
   pid = config.process_id if config.process_id is not None else _env_int("JAX_PROCESS_ID")
@@ -46,6 +72,7 @@ def initialize(config) -> None:
     raise UsageError(f"--process-id {pid} must lie in [0, {num - 1}] for --num-processes {num}")
   try:
     jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid,
+                               local_device_ids=local_device_ids(local_rank(address, pid), config.learner_devices),
                                heartbeat_timeout_seconds=int(config.heartbeat_timeout),
                                initialization_timeout=int(config.heartbeat_timeout) * 5)
   except Exception as e:  # noqa: BLE001  (jaxlib raises its own runtime errors)

@@ -57,7 +57,7 @@ class Worker:
   """One Ray actor: an envpool of `num_envs` envs stepped with a CPU copy of the policy, `num_steps` per call."""
 
   def __init__(self, env_id: str, network: str, normalize_obs: bool, num_envs: int, num_steps: int, seed: int,
-               key_seed: int):
+               key_seed: int, threads: int = 1):
     import networks
     from algorithms import acting
     from algorithms.runtime import xla
@@ -66,6 +66,7 @@ class Worker:
 
     spec = resolve_env(env_id)
     xla.configure(spec.image_obs)
+    xla.start_cpu_backend(threads)  # the CPUs this actor reserved, not every core of its machine
     net = networks.make_network(network, discrete=spec.discrete, image_obs=spec.image_obs,
                                 action_dim=spec.action_dim)
     act_fn = acting.make_act_fn(net, spec.discrete, normalize_obs)
@@ -94,7 +95,7 @@ class _Workers:
   def __init__(self, ray, spec_args: list[dict], envs_per_worker: int, tracker, cpus: float):
     self.ray, self.tracker, self.n = ray, tracker, envs_per_worker
     remote = ray.remote(num_cpus=cpus, max_restarts=-1, max_task_retries=0)(Worker)
-    self.handles = [remote.remote(**kw) for kw in spec_args]
+    self.handles = [remote.remote(**kw, threads=max(1, round(cpus))) for kw in spec_args]
     self.pending: dict = {}  # ObjectRef -> (worker, call arguments, caller's tag)
     self.where: list[dict | None] = [None] * len(self.handles)
     self.restarts = 0

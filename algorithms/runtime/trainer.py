@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 import networks
 from algorithms.config import RunConfig, flag
 from algorithms.parallel import local_copy
-from algorithms.runtime import distributed, remote, rundir, xla
+from algorithms.runtime import distributed, placement, remote, rundir, xla
 from algorithms.runtime.checkpoint import Checkpointer
 from algorithms.runtime.cli import UsageError
 from algorithms.runtime.logger import RunLogger
@@ -56,24 +56,13 @@ def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
   return run_dir if len(seeds) == 1 else os.path.join(run_dir, f"seed{seeds[j]}")
 
 
-def resolve_device(name: str | None):
-  """`--actor-device`: `cpu`, `gpu`, or `platform:index` such as `cpu:1`; None leaves JAX's default."""
-  if name is None:
-    return None
-  platform_name, _, index = name.partition(":")
-  try:
-    return jax.devices(platform_name)[int(index or 0)]
-  except (RuntimeError, ValueError, IndexError):
-    raise UsageError(f"--actor-device {name}: no such JAX device here (try cpu or cpu:0)") from None
-
-
 @dataclasses.dataclass
 class Setup:
   config: Any
   spec: Any
   network: Any
   resuming: bool
-  actor_device: Any = None  # where the policy acts; None: JAX's default device
+  placement: Any = None  # learner devices and the acting device (runtime.placement)
   ray: Any = None  # the `ray` module, connected, with --ray-address
 
   def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
@@ -108,12 +97,7 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
   distributed.initialize(config)
   if jax.process_count() > 1 and config.ray_address:
     raise UsageError("several processes (--coordinator-address) run their own actors and envs: drop --ray-address")
-  device = resolve_device(config.actor_device)
-  local = len(jax.local_devices())
-  if config.learner_devices > local:
-    raise UsageError(f"--learner-devices {config.learner_devices}: only {local} local devices here")
-  if config.learner_devices > 1 and device is None:
-    device = jax.local_devices()[0]  # the policy acts on one device, not on the learner's replicated copy
+  where = placement.place(config.actor_device, spec.image_obs, config.learner_devices)
   if not resuming and distributed.is_main():
     rundir.check_new_run_dir(config.run_dir, config.overwrite)
   if threading.current_thread() is threading.main_thread():
@@ -121,7 +105,7 @@ def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
     # then never raises KeyboardInterrupt; benchmarks.run stops its jobs with SIGINT so that they checkpoint.
     signal.signal(signal.SIGINT, signal.default_int_handler)
   ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
-  return Setup(config, spec, network, resuming, device, ray)
+  return Setup(config, spec, network, resuming, where, ray)
 
 
 class Run:
@@ -133,7 +117,7 @@ class Run:
 
   def __init__(self, setup: Setup, init_fn, fieldnames: list[str]):
     cfg = self.config = setup.config
-    self.spec = setup.spec
+    self.spec, self.placement = setup.spec, setup.placement
     self.seeds = list(getattr(cfg, "agent_seeds", [cfg.seed]))
     if len(self.seeds) == 1:
       state = init_fn(jax.random.PRNGKey(cfg.seed))
@@ -239,7 +223,7 @@ class Run:
       return
     try:
       step = int(np.max(jax.device_get(state.global_step)))
-    except RuntimeError:  # NOTE: on accelerators the update donates the state; Ctrl-C inside it leaves none to save
+    except RuntimeError:  # NOTE: the update donates the state; Ctrl-C inside it leaves none to save
       step = max(self.checkpointer.steps(), default=0)
     else:
       if step > 0 and step not in self.checkpointer.steps():
@@ -258,7 +242,7 @@ class Run:
                   sps=round(len(self.seeds) * cfg.total_timesteps / max(walltime, 1e-9), 1),
                   episode_return=[None if np.isnan(r) else r for r in returns],
                   eval_return=[None if v is None or np.isnan(v) else v for v in self.last_eval],
-                  eval_episodes=cfg.eval_episodes, hardware=hardware())
+                  eval_episodes=cfg.eval_episodes, hardware=hardware(), **self.placement.describe())
     path = os.path.join(cfg.run_dir, RESULT)
     with open(path + ".tmp", "w") as f:
       json.dump(result, f, indent=2, allow_nan=False)

@@ -1,0 +1,135 @@
+"""What donating the learner state costs or saves on this backend, and GAE's scan rolled against unrolled.
+
+    python -m benchmarks.donation                 # PPO MuJoCo and Atari settings, IMPALA Atari; 5 alternations
+    python -m benchmarks.donation --repeats 9
+
+Every update runs on a fixed synthetic trajectory of the setting's shape (no envs: the update alone is timed),
+after compilation, alternating the two variants (A B, then B A) so both see the same machine state. Reports
+median seconds per update and the ratio donated / not donated (below 1: donation saves time). The GAE rows time
+the advantage computation alone, [128, 8] as in PPO's Atari setting.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+SETTINGS = ("ppo_mujoco", "ppo_atari", "impala_atari")
+
+
+def _trajectory(rng, T: int, N: int, obs_shape: tuple, discrete: bool, action_dim: int):
+  import numpy as np
+  from envs.rollout import Trajectory
+  f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+  obs = (rng.integers(0, 255, (T, N) + obs_shape).astype(np.uint8) if len(obs_shape) == 3
+         else f32(rng.normal(size=(T, N) + obs_shape)))
+  actions = (rng.integers(0, action_dim, (T, N)).astype(np.int32) if discrete
+             else f32(rng.normal(size=(T, N, action_dim))))
+  return Trajectory(obs=obs, actions=actions, logp=f32(np.log(rng.uniform(0.2, 0.8, (T, N)))),
+                    values=f32(rng.normal(size=(T, N))), rewards=f32(rng.normal(size=(T, N))),
+                    terminations=f32(rng.random((T, N)) < 0.01), truncations=f32(np.zeros((T, N))),
+                    mask=f32(np.ones((T, N))), last_obs=obs[0])
+
+
+def _variants(setting: str):
+  """(name -> (update, state), trajectory) for one setting, both variants built from the same initial state."""
+  import jax
+  import numpy as np
+  import networks
+  from algorithms import impala, ppo
+  from algorithms.impala_config import ImpalaConfig
+  from algorithms.parallel import lift
+  from algorithms.ppo_config import PPOConfig
+  from envs import resolve_env
+  env = "HalfCheetah-v4" if setting == "ppo_mujoco" else "Pong-v5"
+  spec = resolve_env(env, notify=False)
+  name = networks.default_network(spec.discrete, spec.image_obs)
+  net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
+  rng = np.random.default_rng(0)
+  if setting.startswith("ppo"):
+    cfg = PPOConfig(env=env).resolve(spec.family, name)
+    init = lambda: ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))  # noqa: E731
+    make = lambda donate: lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs), donate=donate)  # noqa
+    traj = _trajectory(rng, cfg.num_steps, cfg.num_envs, spec.obs_shape, spec.discrete, spec.action_dim)
+  else:
+    cfg = ImpalaConfig(env=env).resolve(spec.family, name)
+    init = lambda: impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))  # noqa: E731
+    make = lambda donate: lift(impala.make_update_fn(cfg, net, True, spec.image_obs), donate=donate)  # noqa
+    traj = _trajectory(rng, cfg.unroll_length, cfg.batch_size, spec.obs_shape, True, spec.action_dim)
+  return {"donated": [make(True), init()], "not donated": [make(False), init()]}, traj
+
+
+def measure(setting: str, repeats: int) -> dict:
+  import jax
+  variants, traj = _variants(setting)
+  times = {k: [] for k in variants}
+
+  def one(name):
+    update, state = variants[name]
+    t0 = time.perf_counter()
+    state, metrics = update(state, traj)
+    jax.block_until_ready((state, metrics))
+    variants[name][1] = state
+    return time.perf_counter() - t0
+
+  for name in variants:
+    one(name)  # compiles
+  for i in range(repeats):
+    for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):  # A B, B A: no variant always first
+      times[name].append(one(name))
+  d, n = statistics.median(times["donated"]), statistics.median(times["not donated"])
+  ratios = [a / b for a, b in zip(times["donated"], times["not donated"])]
+  return dict(what=f"{setting} update", donated_s=round(d, 4), not_donated_s=round(n, 4),
+              ratio=round(statistics.median(ratios), 3), ratio_min=round(min(ratios), 3),
+              ratio_max=round(max(ratios), 3))
+
+
+def measure_gae(repeats: int, T: int = 128, N: int = 8, calls: int = 200) -> dict:
+  import jax
+  import numpy as np
+  from algorithms.gae import gae_batch
+  rng = np.random.default_rng(0)
+  r, term = rng.normal(size=(T, N)).astype(np.float32), (rng.random((T, N)) < 0.01).astype(np.float32)
+  v, trunc = rng.normal(size=(T + 1, N)).astype(np.float32), np.zeros((T, N), np.float32)
+  # NOTE: keyed by name: as dict keys, 1 and True are the same key
+  fns = {name: jax.jit(lambda r, v, te, tr, u=u: gae_batch(r, v, te, tr, 0.99, 0.95, u))
+         for name, u in (("unrolled", True), ("rolled", 1))}
+  args = [jax.device_put(x) for x in (r, v, term, trunc)]
+  times = {u: [] for u in fns}
+  for f in fns.values():
+    jax.block_until_ready(f(*args))
+  for i in range(repeats):
+    for u, f in (list(fns.items()) if i % 2 == 0 else list(fns.items())[::-1]):
+      t0 = time.perf_counter()
+      for _ in range(calls):
+        out = f(*args)
+      jax.block_until_ready(out)
+      times[u].append((time.perf_counter() - t0) / calls)
+  ratios = [a / b for a, b in zip(times["unrolled"], times["rolled"])]
+  return dict(what=f"GAE [{T}, {N}] unrolled / rolled", donated_s=round(statistics.median(times["unrolled"]), 6),
+              not_donated_s=round(statistics.median(times["rolled"]), 6), ratio=round(statistics.median(ratios), 3),
+              ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--setting", choices=SETTINGS, action="append", help="default: all")
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args(argv)
+  from algorithms.runtime import xla
+  xla.configure(image_obs=True)
+  import jax
+  from algorithms.runtime.trainer import hardware
+  rows = [measure(s, args.repeats) for s in args.setting or SETTINGS] + [measure_gae(args.repeats)]
+  print(f"# machine: {hardware()}, jax {jax.__version__}, {args.repeats} alternations")
+  print("| what | first variant (s) | second variant (s) | ratio first / second (median, min-max) |")
+  print("|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['what']} | {r['donated_s']} | {r['not_donated_s']} | {r['ratio']} ({r['ratio_min']}-"
+          f"{r['ratio_max']}) |")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
