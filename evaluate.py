@@ -19,9 +19,9 @@ import tyro
 
 from algorithms import acting, normalize
 from algorithms.config import ConfigError, check_positive
-from algorithms.runtime.cli import UsageError, main_guard, parse
-from algorithms.runtime.restore import load_run
-from algorithms.runtime.trainer import agent_dir
+from harness.cli import UsageError, main_guard, parse
+from harness.restore import load_run
+from harness.trainer import agent_dir
 from envs import video
 from envs.rollout import evaluate
 

@@ -14,8 +14,8 @@ import numpy as np
 from algorithms import acting, impala, normalize
 from algorithms.impala_config import ImpalaConfig
 from algorithms.parallel import AXIS, env_axis, lift, local_copy
-from algorithms.runtime import distributed, remote, trainer
-from algorithms.runtime.cli import main_guard, parse
+from harness import distributed, remote, trainer
+from harness.cli import main_guard, parse
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import concat_trajectories, make_rollout
 

@@ -12,8 +12,8 @@ import jax
 from algorithms import acting, ppo
 from algorithms.parallel import AXIS, env_axis, lift, local_copy
 from algorithms.ppo_config import PPOConfig
-from algorithms.runtime import distributed, remote, trainer
-from algorithms.runtime.cli import UsageError, main_guard, parse
+from harness import distributed, remote, trainer
+from harness.cli import UsageError, main_guard, parse
 from envs.actors import ActorError
 from envs.rollout import make_rollout
 

@@ -117,10 +117,10 @@ def main(argv=None) -> int:
   parser.add_argument("--setting", choices=SETTINGS, action="append", help="default: all")
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args(argv)
-  from algorithms.runtime import xla
+  from harness import xla
   xla.configure(image_obs=True)
   import jax
-  from algorithms.runtime.trainer import hardware
+  from harness.trainer import hardware
   rows = [measure(s, args.repeats) for s in args.setting or SETTINGS] + [measure_gae(args.repeats)]
   print(f"# machine: {hardware()}, jax {jax.__version__}, {args.repeats} alternations")
   print("| what | first variant (s) | second variant (s) | ratio first / second (median, min-max) |")

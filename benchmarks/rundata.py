@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from algorithms.runtime.rundir import algo_of
+from harness.rundir import algo_of
 
 
 class RunDataError(ValueError):

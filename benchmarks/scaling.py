@@ -132,7 +132,7 @@ def main(argv=None) -> int:
       subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=300)
     shutil.rmtree(workdir, ignore_errors=True)
 
-  from algorithms.runtime.trainer import hardware
+  from harness.trainer import hardware
   base = results[reference]
   if ppo:
     describe = {"local": "one process, one envpool", "ray": "Ray env workers ({n} x {e} envs)",

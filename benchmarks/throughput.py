@@ -53,7 +53,7 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
   every variant, so all of them see the same machine state. `cost_vs_1` is an iteration's time over the 1-agent
   iteration's (K would mean no gain from vmapping K seeds; 1 would mean the extra seeds are free).
   """
-  from algorithms.runtime import xla
+  from harness import xla
   from envs import resolve_env
   spec = resolve_env(SETTINGS[setting]["env"])
   xla.configure(spec.image_obs)
@@ -122,7 +122,7 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
 
 def measure_impala(repeats: int, updates: int = 8) -> dict:
   """IMPALA learner steps/s against raw envpool (same env count) and one PPO iteration, alternating per repeat."""
-  from algorithms.runtime import xla
+  from harness import xla
   from envs import resolve_env
   spec = resolve_env("Pong-v5")
   xla.configure(spec.image_obs)
@@ -221,7 +221,7 @@ def main(argv=None) -> int:
     if args.json == "/dev/stdout":
       return 0
   cols = list(dict.fromkeys(k for r in results for k in r))
-  from algorithms.runtime.trainer import hardware
+  from harness.trainer import hardware
   print(f"# machine: {hardware()}, {platform.platform()}")
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))

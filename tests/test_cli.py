@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 import run_ppo
-from algorithms.runtime.checkpoint import Checkpointer
+from harness.checkpoint import Checkpointer
 
 CARTPOLE = ["--env", "CartPole-v1", "--no-progress"]
 

@@ -133,7 +133,7 @@ def test_checkpoint_and_resume(tmp_path):
   args = ["--env", "CartPole-v1", "--total-timesteps", "6400", "--checkpoint-every", "1280", "--keep-checkpoints", "10",
           "--eval-every", "0"]
   assert run_impala.main(args + ["--run-dir", str(run_dir)] + QUIET) == 0
-  from algorithms.runtime.checkpoint import Checkpointer
+  from harness.checkpoint import Checkpointer
   ck = Checkpointer(str(run_dir), keep=10)
   import shutil
   for step in ck.steps():
@@ -202,7 +202,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 130, err[-2000:]
   assert "interrupted: checkpoint at step" in err
-  from algorithms.runtime.checkpoint import Checkpointer
+  from harness.checkpoint import Checkpointer
   steps = Checkpointer(str(run_dir)).steps()
   last_logged = int(read_csv(run_dir / "progress.csv")[-1]["global_step"])
   assert steps and max(steps) == last_logged

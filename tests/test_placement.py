@@ -30,7 +30,7 @@ from algorithms.parallel import lift
 from algorithms.ppo_config import PPOConfig
 from envs.actors import ParamStore
 from envs.rollout import Trajectory
-from algorithms.runtime.placement import place
+from harness.placement import place
 cpu0, cpu1 = jax.devices()
 rng = np.random.default_rng(0)
 f32 = lambda x: np.asarray(x, np.float32)
@@ -106,8 +106,8 @@ def test_ppo_learner_state_stays_on_learner_device():
 def test_placement_rule_on_forced_devices():
   code = r'''
 import jax
-from algorithms.runtime.placement import place
-from algorithms.runtime.cli import UsageError
+from harness.placement import place
+from harness.cli import UsageError
 d = jax.devices()
 assert place(None, False, 1).learner == (d[0],) and place(None, False, 1).actor == d[1]  # kept out of the mesh
 assert place(None, True, 2).actor == d[2]
@@ -131,7 +131,7 @@ def _result(run_dir):
 
 
 def _params(run_dir):
-  from algorithms.runtime.checkpoint import Checkpointer
+  from harness.checkpoint import Checkpointer
   ckpt = Checkpointer(str(run_dir), create=False)
   try:
     restored = ckpt._manager.restore(ckpt._manager.latest_step())
@@ -167,7 +167,7 @@ def test_impala_run_with_donation_and_two_actor_threads(tmp_path):
 
 
 def test_no_preallocation_unless_asked():
-  code = ("import os\nfrom algorithms.runtime import xla\nxla.configure(False)\n"
+  code = ("import os\nfrom harness import xla\nxla.configure(False)\n"
           "print(os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
   env = {k: v for k, v in os.environ.items() if k != "XLA_PYTHON_CLIENT_PREALLOCATE"}
   r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -184,7 +184,7 @@ def test_processes_on_one_machine_get_their_own_devices(learner_devices, expecte
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  code = ("import sys, jax\nfrom algorithms.config import RunConfig\nfrom algorithms.runtime import distributed\n"
+  code = ("import sys, jax\nfrom algorithms.config import RunConfig\nfrom harness import distributed\n"
           f"distributed.initialize(RunConfig(coordinator_address='127.0.0.1:{port}', num_processes=2, "
           f"process_id=int(sys.argv[1]), learner_devices={learner_devices}, heartbeat_timeout=20))\n"
           "assert jax.process_count() == 2\nprint(jax.config._read('jax_cuda_visible_devices'))\n")
@@ -198,7 +198,7 @@ def test_processes_on_one_machine_get_their_own_devices(learner_devices, expecte
 
 
 def test_local_rank_from_launcher_or_loopback(monkeypatch):
-  from algorithms.runtime import distributed
+  from harness import distributed
   for name in distributed.LOCAL_RANK_VARS + ("JAX_LOCAL_DEVICE_IDS",):
     monkeypatch.delenv(name, raising=False)
   assert distributed.local_rank("10.0.0.5:1234", 3) is None  # other hosts: one process per machine

@@ -16,8 +16,8 @@ import pytest
 import run_ppo
 from algorithms import ppo
 from algorithms.ppo_config import PPOConfig
-from algorithms.runtime import trainer
-from algorithms.runtime.checkpoint import Checkpointer
+from harness import trainer
+from harness.checkpoint import Checkpointer
 from conftest import ROOT, read_csv
 
 QUIET = ["--no-progress"]

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from algorithms.parallel import local_copy
-from algorithms.runtime.cli import UsageError, first_line
+from harness.cli import UsageError, first_line
 
 DIR = "checkpoints"
 

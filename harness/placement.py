@@ -19,7 +19,7 @@ import dataclasses
 import jax
 
 from algorithms.parallel import learner_devices
-from algorithms.runtime.cli import UsageError
+from harness.cli import UsageError
 
 
 def name(device) -> str:

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 
-from algorithms.runtime.cli import UsageError
+from harness.cli import UsageError
 
 CONFIG = "config.json"
 

@@ -8,7 +8,7 @@ import sys
 
 from tqdm import tqdm
 
-from algorithms.runtime.cli import UsageError
+from harness.cli import UsageError
 
 PROGRESS = "progress.csv"
 

@@ -21,7 +21,7 @@ from typing import Any
 import jax
 
 from algorithms import normalize
-from algorithms.runtime.cli import UsageError, first_line
+from harness.cli import UsageError, first_line
 from envs.actors import ActorError
 from envs.rollout import concat_trajectories
 
@@ -60,7 +60,7 @@ class Worker:
                key_seed: int, threads: int = 1):
     import networks
     from algorithms import acting
-    from algorithms.runtime import xla
+    from harness import xla
     from envs import EpisodeTracker, resolve_env
     from envs.rollout import make_rollout
 

@@ -1,6 +1,6 @@
 """Reopen a finished or running run directory for evaluation: its config, env, network and a checkpointed state.
 
-Host-side, like the rest of `runtime/`. Everything a user can get wrong (not a run directory, no such step, a
+Host-side, like the rest of the harness. Everything a user can get wrong (not a run directory, no such step, a
 checkpoint that does not fit the saved network or env) raises UsageError with one line.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 
 import networks
-from algorithms.runtime import rundir, xla
-from algorithms.runtime.checkpoint import Checkpointer
-from algorithms.runtime.cli import UsageError
+from harness import rundir, xla
+from harness.checkpoint import Checkpointer
+from harness.cli import UsageError
 from envs import UnknownEnvError, resolve_env
 
 

@@ -18,7 +18,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from algorithms import normalize
-from algorithms.runtime.cli import UsageError, first_line
+from harness.cli import UsageError, first_line
 
 SLURM_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
 # A process's index among the group's processes on its own machine, as launchers set it (SLURM, torchrun, Open MPI).

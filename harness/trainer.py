@@ -23,10 +23,10 @@ from jax.experimental import multihost_utils
 import networks
 from algorithms.config import RunConfig, flag
 from algorithms.parallel import local_copy
-from algorithms.runtime import distributed, placement, remote, rundir, xla
-from algorithms.runtime.checkpoint import Checkpointer
-from algorithms.runtime.cli import UsageError
-from algorithms.runtime.logger import RunLogger
+from harness import distributed, placement, remote, rundir, xla
+from harness.checkpoint import Checkpointer
+from harness.cli import UsageError
+from harness.logger import RunLogger
 from envs import AgentTrackers, UnknownEnvError, resolve_env
 from envs.rollout import evaluate
 
@@ -62,7 +62,7 @@ class Setup:
   spec: Any
   network: Any
   resuming: bool
-  placement: Any = None  # learner devices and the acting device (runtime.placement)
+  placement: Any = None  # learner devices and the acting device (harness.placement)
   ray: Any = None  # the `ray` module, connected, with --ray-address
 
   def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
