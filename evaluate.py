@@ -21,7 +21,7 @@ from algorithms import acting, normalize
 from algorithms.config import ConfigError, check_positive
 from harness.cli import UsageError, main_guard, parse
 from harness.restore import load_run
-from harness.trainer import agent_dir
+from harness.run import agent_dir
 from envs import video
 from envs.rollout import evaluate
 
@@ -59,7 +59,7 @@ def summarize(values: list[float]) -> dict:
 def make_policy(run, j: int, greedy: bool, seed: int):
   """Agent j's host-callable policy: greedy, or sampling with its own PRNG stream."""
   params, obs_norm = run.agent(j)
-  norm_obs = bool(getattr(run.config, "normalize_obs", False))
+  norm_obs = obs_norm is not None
   if obs_norm is None:
     obs_norm = normalize.init(())
   if greedy:

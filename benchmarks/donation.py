@@ -38,9 +38,9 @@ def _variants(setting: str):
   import numpy as np
   import networks
   from algorithms import impala, ppo
-  from algorithms.impala_config import ImpalaConfig
+  from algorithms.impala import ImpalaConfig
   from algorithms.parallel import lift
-  from algorithms.ppo_config import PPOConfig
+  from algorithms.ppo import PPOConfig
   from envs import resolve_env
   env = "HalfCheetah-v4" if setting == "ppo_mujoco" else "Pong-v5"
   spec = resolve_env(env, notify=False)
@@ -48,15 +48,15 @@ def _variants(setting: str):
   net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
   rng = np.random.default_rng(0)
   if setting.startswith("ppo"):
-    cfg = PPOConfig(env=env).resolve(spec.family, name)
+    cfg = PPOConfig().resolve(spec.family)
     init = lambda: ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))  # noqa: E731
     make = lambda donate: lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs), donate=donate)  # noqa
     traj = _trajectory(rng, cfg.num_steps, cfg.num_envs, spec.obs_shape, spec.discrete, spec.action_dim)
   else:
-    cfg = ImpalaConfig(env=env).resolve(spec.family, name)
+    cfg = ImpalaConfig().resolve(spec.family)
     init = lambda: impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))  # noqa: E731
     make = lambda donate: lift(impala.make_update_fn(cfg, net, True, spec.image_obs), donate=donate)  # noqa
-    traj = _trajectory(rng, cfg.unroll_length, cfg.batch_size, spec.obs_shape, True, spec.action_dim)
+    traj = _trajectory(rng, cfg.unroll_length, cfg.batch_trajectories, spec.obs_shape, True, spec.action_dim)
   return {"donated": [make(True), init()], "not donated": [make(False), init()]}, traj
 
 
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
   from harness import xla
   xla.configure(image_obs=True)
   import jax
-  from harness.trainer import hardware
+  from harness.run import hardware
   rows = [measure(s, args.repeats) for s in args.setting or SETTINGS] + [measure_gae(args.repeats)]
   print(f"# machine: {hardware()}, jax {jax.__version__}, {args.repeats} alternations")
   print("| what | first variant (s) | second variant (s) | ratio first / second (median, min-max) |")

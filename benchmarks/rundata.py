@@ -10,7 +10,6 @@ import os
 
 import numpy as np
 
-from harness.rundir import algo_of
 
 
 class RunDataError(ValueError):
@@ -70,8 +69,8 @@ def load(run_dir: str) -> list[AgentRun]:
       result = json.load(f)
   except (OSError, ValueError):
     pass  # still running, interrupted, or cut short
-  algo = algo_of(config) or "unknown"
-  k, num_envs = int(config.get("num_seeds", 1)), int(config["num_envs"])
+  algo = config.get("algorithm") or "unknown"
+  k, num_envs = int(config.get("num_seeds", 1)), int(config.get("num_envs", 0))
   seeds = [config["seed"] + j * num_envs for j in range(k)]
   agents = []
   for seed in seeds:

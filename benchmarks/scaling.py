@@ -56,7 +56,8 @@ def run_variant(algo: str, kind: str, n: int, common: list[str], workdir: str, s
   if kind == "local":
     cmds = [script + (["--num-actors", str(n)] if algo == "impala" else [])]
   elif kind == "ray":
-    cmds = [script + ["--ray-address", ray_address, "--num-actors", str(n)]]
+    workers = "--num-actors" if algo == "impala" else "--num-env-workers"
+    cmds = [script + ["--ray-address", ray_address, workers, str(n)]]
   elif kind == "processes":
     port = _port()
     cmds = [script + ["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
   parser.add_argument("--num-envs", type=int, default=8, help="PPO: envs in all")
   parser.add_argument("--num-steps", type=int, default=256, help="PPO: steps per env per update")
   parser.add_argument("--envs-per-actor", type=int, default=16, help="IMPALA")
-  parser.add_argument("--batch-size", type=int, default=32, help="IMPALA: trajectories per update (unroll 20)")
+  parser.add_argument("--batch-trajectories", type=int, default=32, help="IMPALA: trajectories per update (unroll 20)")
   parser.add_argument("--updates", type=int, default=None, help="updates per variant and round (PPO 12, IMPALA 30)")
   parser.add_argument("--skip", type=int, default=2, help="first updates not timed (compilation)")
   parser.add_argument("--rounds", type=int, default=2)
@@ -105,9 +106,9 @@ def main(argv=None) -> int:
     common = ["--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps)]
     setting = f"PPO on {args.env}, {args.num_envs} envs x {args.num_steps} steps per update"
   else:
-    batch = 20 * args.batch_size
-    common = ["--envs-per-actor", str(args.envs_per_actor), "--batch-size", str(args.batch_size)]
-    setting = (f"IMPALA on {args.env}, actors of {args.envs_per_actor} envs, batch {args.batch_size} x unroll 20 "
+    batch = 20 * args.batch_trajectories
+    common = ["--envs-per-actor", str(args.envs_per_actor), "--batch-trajectories", str(args.batch_trajectories)]
+    setting = (f"IMPALA on {args.env}, actors of {args.envs_per_actor} envs, batch {args.batch_trajectories} x unroll 20 "
                "per update")
   common += ["--env", args.env, "--total-timesteps", str(batch * args.updates), "--eval-every", "0",
              "--checkpoint-every", str(10**12)]
@@ -132,7 +133,7 @@ def main(argv=None) -> int:
       subprocess.run([ray_bin, "stop", "--force"], capture_output=True, timeout=300)
     shutil.rmtree(workdir, ignore_errors=True)
 
-  from harness.trainer import hardware
+  from harness.run import hardware
   base = results[reference]
   if ppo:
     describe = {"local": "one process, one envpool", "ray": "Ray env workers ({n} x {e} envs)",

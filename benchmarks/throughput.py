@@ -62,7 +62,8 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
   import networks
   from algorithms import acting, ppo
   from algorithms.parallel import lift
-  from algorithms.ppo_config import PPOConfig
+  from algorithms import registry
+  from harness.config import EnvSettings, RolloutSettings, config_class
   from envs import AgentTrackers, make_env
   from envs.rollout import make_rollout
 
@@ -70,14 +71,16 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
   net = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs, action_dim=spec.action_dim)
   variants = []
   for k in num_seeds:
-    cfg = PPOConfig(**SETTINGS[setting], num_seeds=k, **overrides).resolve(spec.family, name)
-    init = lambda key, cfg=cfg: ppo.init_state(cfg, net, spec.obs_shape, key)  # noqa: E731
+    cfg = config_class(registry.get("ppo"))(environment=EnvSettings(env=SETTINGS[setting]["env"]),
+                                            source=RolloutSettings(num_seeds=k, **overrides)).resolve(spec.family, name)
+    init = lambda key, cfg=cfg: ppo.init_state(cfg.algorithm, net, spec.obs_shape, key)  # noqa: E731
     keys = jnp.stack([jax.random.PRNGKey(j) for j in range(k)])
     state = init(keys[0]) if k == 1 else jax.vmap(init)(keys)
-    rollout = make_rollout(spec, k * cfg.num_envs, cfg.num_steps, cfg.env_groups, 0,
-                           acting.make_act_fn(net, spec.discrete, cfg.normalize_obs, num_agents=k),
+    rollout = make_rollout(spec, k * cfg.num_envs, cfg.algorithm.num_steps, cfg.source.env_groups, 0,
+                           acting.make_act_fn(net, spec.discrete, cfg.algorithm.normalize_obs, num_agents=k),
                            AgentTrackers(k, cfg.num_envs))
-    update = lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs), num_agents=k, split=ppo.split_agents)
+    update = lift(ppo.make_update_fn(cfg.algorithm, net, spec.discrete, spec.image_obs), num_agents=k,
+                  split=ppo.split_agents)
     variants.append(dict(k=k, cfg=cfg, state=state, rollout=rollout, update=update, times=[], collect=[], learn=[]))
   cfg = variants[0]["cfg"]
   raw_env = make_env(spec.env_id, cfg.num_envs, 1)
@@ -98,7 +101,7 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
     compile_s[v["k"]] = time.perf_counter() - t0
   raw = []
   for _ in range(repeats):
-    raw.append(raw_envpool(spec, cfg.num_envs, cfg.batch_size, seed=len(raw), env=raw_env))
+    raw.append(raw_envpool(spec, cfg.num_envs, cfg.algorithm.batch_size, seed=len(raw), env=raw_env))
     for v in variants:
       c, u = ppo_iteration(v)
       v["times"].append(c + u)
@@ -109,13 +112,14 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
   rows = []
   for v in variants:
     t = statistics.median(v["times"])
-    ppo_sps = v["k"] * cfg.batch_size / t
+    ppo_sps = v["k"] * cfg.algorithm.batch_size / t
     rows.append(dict(setting=setting, env=spec.env_id, num_seeds=v["k"], num_envs=cfg.num_envs,
-                     batch=cfg.batch_size, epochs_x_minibatches=f"{cfg.update_epochs}x{cfg.num_minibatches}",
+                     batch=cfg.algorithm.batch_size,
+                     epochs_x_minibatches=f"{cfg.algorithm.update_epochs}x{cfg.algorithm.num_minibatches}",
                      raw_sps=round(raw_sps), train_sps=round(ppo_sps), ratio=round(ppo_sps / raw_sps, 3),
                      rollout_s=round(statistics.median(v["collect"]), 3),
                      update_s=round(statistics.median(v["learn"]), 3), cost_vs_1=round(t / base, 2),
-                     env_groups=cfg.env_groups, first_iteration_s=round(compile_s[v["k"]], 1), repeats=repeats,
+                     env_groups=cfg.source.env_groups, first_iteration_s=round(compile_s[v["k"]], 1), repeats=repeats,
                      backend=jax.default_backend()))
   return rows
 
@@ -129,34 +133,36 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
   import jax
   import networks
   from algorithms import acting, impala, normalize
-  from algorithms.impala_config import ImpalaConfig
+  from algorithms import registry
+  from harness.config import config_class
   from algorithms.parallel import lift
   from envs import EpisodeTracker, make_env
   from envs.actors import ActorPool, ParamStore
   from envs.rollout import concat_trajectories, make_rollout
 
-  cfg = ImpalaConfig(env="Pong-v5").resolve(spec.family, "nature_cnn")
+  cfg = config_class(registry.get("impala"))().resolve(spec.family, "nature_cnn")
+  actors, hp = cfg.source, cfg.algorithm
   net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
-  state = impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
-  update = lift(impala.make_update_fn(cfg, net, True, True))
+  state = impala.init_state(hp, net, spec.obs_shape, jax.random.PRNGKey(0))
+  update = lift(impala.make_update_fn(hp, net, True, True))
   act = acting.make_act_fn(net, True, False)
   tracker = EpisodeTracker(cfg.num_envs)
   raw_env = make_env(spec.env_id, cfg.num_envs, 1)
 
   def make_actor(i):
-    return (make_rollout(spec, cfg.envs_per_actor, cfg.unroll_length, 1, 100 * i, act, tracker,
-                         tracker_offset=i * cfg.envs_per_actor), (normalize.init(()), jax.random.PRNGKey(i)))
+    return (make_rollout(spec, actors.envs_per_actor, hp.unroll_length, 1, 100 * i, act, tracker,
+                         tracker_offset=i * actors.envs_per_actor), (normalize.init(()), jax.random.PRNGKey(i)))
 
   def impala_phase(state, n):
     store = ParamStore(state.params, int(state.update), jax.devices()[0])
-    pool = ActorPool(make_actor, cfg.num_actors, store, cfg.queue_size).start()
+    pool = ActorPool(make_actor, actors.num_actors, store, actors.queue_size).start()
     times, learn = [], 0.0
     try:
       for k in range(n + 1):  # the first update of a phase waits for actors to start: not timed
         t0 = time.perf_counter()
         items, got = [], 0
-        while got < cfg.batch_size:
-          traj, _, _ = pool.get(cfg.queue_timeout)
+        while got < hp.batch_trajectories:
+          traj, _, _ = pool.get(cfg.scale_out.queue_timeout)
           items.append(traj)
           got += traj.rewards.shape[1]
         t1 = time.perf_counter()
@@ -168,7 +174,7 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
           learn += time.perf_counter() - t1
     finally:
       pool.stop()
-    return state, cfg.steps_per_update * n / sum(times), learn / n
+    return state, hp.steps_per_update * n / sum(times), learn / n
 
   t0 = time.perf_counter()
   state, _, _ = impala_phase(state, 1)  # compiles
@@ -176,15 +182,15 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
   ppo_result = measure("atari", repeats)[0]  # PPO's own alternation with raw envpool (8 envs), in this process
   raw, train, learn = [], [], []
   for _ in range(repeats):
-    raw.append(raw_envpool(spec, cfg.num_envs, cfg.steps_per_update * 2, seed=len(raw), env=raw_env))
+    raw.append(raw_envpool(spec, cfg.num_envs, hp.steps_per_update * 2, seed=len(raw), env=raw_env))
     state, sps, lt = impala_phase(state, updates)
     train.append(sps)
     learn.append(lt)
   raw_sps, impala_sps = statistics.median(raw), statistics.median(train)
-  return dict(setting="impala", env=spec.env_id, num_envs=cfg.num_envs, batch=cfg.steps_per_update,
+  return dict(setting="impala", env=spec.env_id, num_envs=cfg.num_envs, batch=hp.steps_per_update,
               epochs_x_minibatches="1x1", raw_sps=round(raw_sps), train_sps=round(impala_sps),
               ratio=round(impala_sps / raw_sps, 3), rollout_s=None, update_s=round(statistics.median(learn), 3),
-              env_groups=f"{cfg.num_actors} actors", first_iteration_s=round(compile_s, 1), repeats=repeats,
+              env_groups=f"{actors.num_actors} actors", first_iteration_s=round(compile_s, 1), repeats=repeats,
               backend=jax.default_backend(), ppo_atari_sps=ppo_result["train_sps"],
               impala_over_ppo=round(impala_sps / ppo_result["train_sps"], 2))
 
@@ -221,7 +227,7 @@ def main(argv=None) -> int:
     if args.json == "/dev/stdout":
       return 0
   cols = list(dict.fromkeys(k for r in results for k in r))
-  from harness.trainer import hardware
+  from harness.run import hardware
   print(f"# machine: {hardware()}, {platform.platform()}")
   print("| " + " | ".join(cols) + " |")
   print("|" + "---|" * len(cols))

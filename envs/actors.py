@@ -21,6 +21,15 @@ class ActorError(RuntimeError):
   """An actor thread failed; the message names the actor and the original error."""
 
 
+def stuck_error(last_output: list, timeout: float, where: str = "", silent: str = "no output yet") -> TimeoutError:
+  """The error for a learner that waited `timeout` seconds for a trajectory: names every actor whose last output
+  (`last_output[i]`, a time, or None for none yet: `silent`) is older than that. Local threads and Ray actors alike."""
+  now = time.time()
+  stuck = [f"actor {i} ({silent if t is None else f'last output {now - t:.0f} s ago'})"
+           for i, t in enumerate(last_output) if t is None or now - t > timeout]
+  return TimeoutError(f"no trajectory for {timeout:.0f} s{where}; stuck: {', '.join(stuck) or 'none'}")
+
+
 class ParamStore:
   """The newest parameters and their version: written by the learner, read by every actor.
 
@@ -110,10 +119,7 @@ class ActorPool:
         return self.queue.get(timeout=0.1)
       except queue.Empty:
         if time.time() > deadline:
-          now = time.time()
-          stuck = [f"actor {i} ({'no output yet' if t is None else f'last output {now - t:.0f} s ago'})"
-                   for i, t in enumerate(self.last_output) if t is None or now - t > timeout]
-          raise TimeoutError(f"no trajectory for {timeout:.0f} s; stuck: {', '.join(stuck) or 'none'}")
+          raise stuck_error(self.last_output, timeout)
 
   def qsize(self) -> int:
     """Trajectories waiting for the learner."""

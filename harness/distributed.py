@@ -51,7 +51,7 @@ def local_device_ids(rank: int | None, learner_devices: int) -> list[int] | None
   return list(range(rank * learner_devices, (rank + 1) * learner_devices))
 
 
-def initialize(config) -> None:
+def initialize(config) -> None:  # config: harness.config.ScaleSettings
   """Joins the process group when asked for (flags, JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID,
   or a SLURM job step with several tasks); a no-op otherwise. Call before any JAX computation.
 
@@ -109,7 +109,7 @@ def stop_lost(error: BaseException, run) -> None:
   """Ends this process after another one died: the logs are closed, the last checkpoint stands."""
   run.close()
   print(f"error: process {jax.process_index()} lost another process of the group ({first_line(error)}); stopping. "
-        f"The last checkpoint stands: restart every process with --resume {run.config.run_dir}", file=sys.stderr,
+        f"The last checkpoint stands: restart every process with --resume {run.config.run.run_dir}", file=sys.stderr,
         flush=True)
   # NOTE: JAX's distributed client would abort this process at exit (its shutdown barrier cannot complete).
   os._exit(1)

@@ -22,7 +22,7 @@ import jax
 
 from algorithms import normalize
 from harness.cli import UsageError, first_line
-from envs.actors import ActorError
+from envs.actors import ActorError, stuck_error
 from envs.rollout import concat_trajectories
 
 NAMESPACE = "jaxpod"
@@ -114,11 +114,7 @@ class _Workers:
       ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=max(min(deadline - time.time(), 1.0), 0.0))
       if not ready:
         if time.time() > deadline:
-          now = time.time()
-          stuck = [f"actor {i} ({'not placed or no output yet' if t is None else f'last output {now - t:.0f} s ago'})"
-                   for i, t in enumerate(self.last_output) if t is None or now - t > timeout]
-          raise TimeoutError(f"no trajectory for {timeout:.0f} s from the Ray actors; stuck: "
-                             f"{', '.join(stuck) or 'none'}")
+          raise stuck_error(self.last_output, timeout, " from the Ray actors", "not placed or no output yet")
         continue
       ref = ready[0]
       i, args, tag = self.pending.pop(ref)
@@ -165,10 +161,10 @@ def key_seed(seed: int, start_step: int) -> int:
   return (seed * 1_000_003 + start_step) % (2**31 - 1)
 
 
-def worker_args(config, spec, num_workers: int, envs_per_worker: int, num_steps: int, first_seed: int,
+def worker_args(spec, network: str, num_workers: int, envs_per_worker: int, num_steps: int, first_seed: int,
                 key_seed: int, normalize_obs: bool) -> list[dict]:
   """Worker w steps envs [w * n, (w + 1) * n) of the run, with the env seeds a local envpool would give them."""
-  return [dict(env_id=spec.env_id, network=config.network, normalize_obs=normalize_obs, num_envs=envs_per_worker,
+  return [dict(env_id=spec.env_id, network=network, normalize_obs=normalize_obs, num_envs=envs_per_worker,
                num_steps=num_steps, seed=first_seed + w * envs_per_worker, key_seed=key_seed + w)
           for w in range(num_workers)]
 

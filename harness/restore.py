@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 
 import networks
+from algorithms import registry
 from harness import rundir, xla
+from harness.config import config_class
 from harness.checkpoint import Checkpointer
 from harness.cli import UsageError
 from envs import UnknownEnvError, resolve_env
@@ -20,8 +22,8 @@ from envs import UnknownEnvError, resolve_env
 
 @dataclasses.dataclass
 class LoadedRun:
-  algo: str            # "ppo" or "impala"
-  config: Any
+  algo: str            # the algorithm's registered name
+  config: Any          # its composed config (harness.config)
   spec: Any
   network: Any
   state: Any           # stacked over a leading agent axis when there are several seeds
@@ -31,34 +33,32 @@ class LoadedRun:
   def agent(self, j: int):
     """Agent j's (params, obs_norm or None)."""
     state = self.state if len(self.seeds) == 1 else jax.tree.map(lambda x: x[j], self.state)
-    return state.params, getattr(state, "obs_norm", None)
+    normalize_obs = getattr(self.config.algorithm, "normalize_obs", False)
+    return state.params, (state.obs_norm if normalize_obs else None)
 
 
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
   """Loads the run's config and its latest checkpoint (or `step`), rebuilding network and state shapes."""
   fields = rundir.read_fields(run_dir, flag="RUN_DIR")
-  algo = rundir.algo_of(fields)
-  if algo is None:
-    raise UsageError(f"RUN_DIR {run_dir}: {rundir.CONFIG} is neither a PPO nor an IMPALA config")
-  if algo == "ppo":
-    from algorithms import ppo as module
-    from algorithms.ppo_config import PPOConfig as cls
-  else:
-    from algorithms import impala as module
-    from algorithms.impala_config import ImpalaConfig as cls
-  config = rundir.load_config(run_dir, cls, flag="RUN_DIR", fields=fields)
   try:
-    spec = resolve_env(config.env, notify=False)
+    algorithm = registry.get(fields.get("algorithm", ""))
+  except KeyError:
+    raise UsageError(f"RUN_DIR {run_dir}: {rundir.CONFIG} names no known algorithm "
+                     f"({fields.get('algorithm') or 'none'}; known: {', '.join(registry.names())})") from None
+  config = rundir.load_config(run_dir, config_class(algorithm), flag="RUN_DIR", fields=fields)
+  env, network_name = config.environment.env, config.environment.network
+  try:
+    spec = resolve_env(env, notify=False)
   except UnknownEnvError as e:
     raise UsageError(f"{run_dir}: {e}") from None
   try:
-    network = networks.make_network(config.network, discrete=spec.discrete, image_obs=spec.image_obs,
+    network = networks.make_network(network_name, discrete=spec.discrete, image_obs=spec.image_obs,
                                     action_dim=spec.action_dim)
   except networks.NetworkError as e:
     raise UsageError(f"{run_dir}: {e}") from None
   xla.configure(spec.image_obs)
-  seeds = list(getattr(config, "agent_seeds", [config.seed]))
-  init = lambda key: module.init_state(config, network, spec.obs_shape, key)  # noqa: E731
+  seeds = config.agent_seeds
+  init = lambda key: algorithm.init_state(config.algorithm, network, spec.obs_shape, key)  # noqa: E731
   keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
   template = jax.eval_shape(init, keys[0]) if len(seeds) == 1 else jax.eval_shape(jax.vmap(init), keys)
   checkpointer = Checkpointer(run_dir, create=False)
@@ -69,8 +69,8 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
     state, meta, step = checkpointer.restore(template, step)
   finally:
     checkpointer.close()
-  for key, want in (("env", spec.env_id), ("network", config.network)):
+  for key, want in (("env", spec.env_id), ("network", network_name)):
     if meta.get(key, want) != want:  # shapes can agree across envs and networks (two Atari games, 6 actions)
       raise UsageError(f"checkpoint {step} in {run_dir} was trained with {key} {meta[key]}, but the run's "
                        f"{rundir.CONFIG} says {want}")
-  return LoadedRun(algo, config, spec, network, jax.device_put(state), step, seeds)
+  return LoadedRun(algorithm.name, config, spec, network, jax.device_put(state), step, seeds)

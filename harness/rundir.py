@@ -4,7 +4,6 @@ An existing run directory is never overwritten unless `--overwrite` is given; `-
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -27,18 +26,12 @@ def check_new_run_dir(path: str, overwrite: bool) -> None:
 
 
 def create_run_dir(path: str, config, overwrite: bool) -> None:
+  """Makes the directory and writes `config.json`: the resolved config, flat, with the algorithm's name."""
   if overwrite and os.path.exists(path):
     shutil.rmtree(path)
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, CONFIG), "w") as f:
-    json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-
-
-def algo_of(fields: dict) -> str | None:
-  """'ppo' or 'impala' from a config.json's fields (None if neither): the trainers' configs differ in these."""
-  if "unroll_length" in fields:
-    return "impala"
-  return "ppo" if "num_steps" in fields else None
+    json.dump(config.flat(), f, indent=2, sort_keys=True)
 
 
 def read_fields(path: str, flag: str = "--resume") -> dict:
@@ -57,11 +50,13 @@ def read_fields(path: str, flag: str = "--resume") -> dict:
 
 
 def load_config(path: str, config_cls: type, flag: str = "--resume", fields: dict | None = None):
-  """Reads a run directory's config.json (or its already read `fields`) into `config_cls`; UsageError if it is not
-  a run directory of that kind."""
+  """Reads a run directory's config.json (or its already read `fields`) into `config_cls`, a composed config
+  (`harness.config.config_class`); UsageError if it is not a run directory of that algorithm."""
   data = read_fields(path, flag) if fields is None else fields
-  names = {f.name for f in dataclasses.fields(config_cls)}
-  unknown = sorted(set(data) - names)
-  if unknown:
-    raise UsageError(f"{flag} {path}: {CONFIG} is not a {config_cls.__name__} (unknown fields {unknown})")
-  return config_cls(**data)
+  if data.get("algorithm") != config_cls.ALGORITHM:
+    raise UsageError(f"{flag} {path}: {CONFIG} is a run of {data.get('algorithm') or 'an older jaxpod'}, not of "
+                     f"{config_cls.ALGORITHM}")
+  try:
+    return config_cls.from_flat(data)
+  except (ValueError, TypeError) as e:
+    raise UsageError(f"{flag} {path}: {CONFIG} does not fit {config_cls.ALGORITHM}'s config ({e})") from None

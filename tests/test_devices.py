@@ -12,12 +12,11 @@ _UPDATE_CHECK = r'''
 import jax, numpy as np
 import networks
 from algorithms import impala
-from algorithms.impala_config import ImpalaConfig
+from algorithms.impala import ImpalaConfig
 from algorithms.parallel import AXIS, env_axis, lift
 from envs.rollout import Trajectory
 assert len(jax.devices()) == 4
-cfg = ImpalaConfig(env="CartPole-v1", num_actors=1, envs_per_actor=8, batch_size=8).resolve("classic",
-                                                                                           "mlp_categorical")
+cfg = ImpalaConfig(batch_trajectories=8).resolve("classic")
 net = networks.make_network("mlp_categorical", discrete=True, image_obs=False, action_dim=2)
 state = impala.init_state(cfg, net, (4,), jax.random.PRNGKey(0))
 rng = np.random.default_rng(0)
@@ -51,7 +50,7 @@ _PPO_UPDATE_CHECK = r'''
 import jax, numpy as np
 import networks
 from algorithms import ppo
-from algorithms.ppo_config import PPOConfig
+from algorithms.ppo import PPOConfig
 from algorithms.parallel import AXIS, env_axis, lift
 from envs.rollout import Trajectory
 assert len(jax.devices()) == 4
@@ -59,12 +58,12 @@ rng = np.random.default_rng(0)
 f32 = lambda x: np.asarray(x, np.float32)
 for discrete in (True, False):
   T, N = 16, 8
-  cfg = PPOConfig(env="x", num_envs=N, num_steps=T, num_minibatches=4, update_epochs=2, normalize_obs=not discrete,
-                  normalize_reward=True).resolve("classic", "mlp")
+  cfg = PPOConfig(num_envs=N, num_steps=T, num_minibatches=4, update_epochs=2, normalize_obs=not discrete,
+                  normalize_reward=True).resolve("classic")
   name = "mlp_categorical" if discrete else "mlp"
   net = networks.make_network(name, discrete=discrete, image_obs=False, action_dim=2)
   state = ppo.init_state(cfg, net, (4,), jax.random.PRNGKey(0))
-  state = state.replace(returns=jax.numpy.asarray(rng.normal(size=N), jax.numpy.float32))
+  state = state.replace(scaling_returns=jax.numpy.asarray(rng.normal(size=N), jax.numpy.float32))
   actions = rng.integers(0, 2, (T, N)).astype(np.int32) if discrete else f32(rng.normal(size=(T, N, 2)))
   traj = Trajectory(obs=f32(rng.normal(size=(T, N, 4))), actions=actions,
                     logp=f32(np.log(rng.uniform(0.2, 0.8, (T, N)))), values=f32(rng.normal(size=(T, N))),
@@ -120,8 +119,8 @@ def test_learner_devices_bad_values(tmp_path):
   assert r.returncode == 2 and r.stderr.strip() == "error: --learner-devices 3 does not divide --num-envs 4"
   r = _forced([os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--learner-devices", "3",
                "--run-dir", str(tmp_path / "a")], devices=4)
-  assert r.returncode == 2 and "--learner-devices 3 does not divide --batch-size 32" in r.stderr
+  assert r.returncode == 2 and "--learner-devices 3 does not divide --batch-trajectories 32" in r.stderr
   r = _forced([os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--learner-devices", "8",
-               "--batch-size", "32", "--run-dir", str(tmp_path / "b")], devices=4)
+               "--batch-trajectories", "32", "--run-dir", str(tmp_path / "b")], devices=4)
   assert r.returncode == 2 and "only 4 local devices" in r.stderr and len(r.stderr.strip().splitlines()) == 1
   assert not (tmp_path / "b").exists()

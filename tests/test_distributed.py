@@ -55,7 +55,7 @@ def _rows(run_dir):
 
 @pytest.mark.parametrize("script, args", [
     ("run_ppo.py", ["--env", "CartPole-v1", "--num-envs", "4", "--total-timesteps", "6144"]),
-    ("run_impala.py", ["--env", "CartPole-v1", "--num-actors", "2", "--envs-per-actor", "4", "--batch-size", "8",
+    ("run_impala.py", ["--env", "CartPole-v1", "--num-actors", "2", "--envs-per-actor", "4", "--batch-trajectories", "8",
                        "--total-timesteps", "9600"]),
 ], ids=["ppo", "impala"])
 def test_two_processes_train_one_agent(tmp_path, script, args):

@@ -6,7 +6,7 @@ import pytest
 import networks
 from algorithms import acting, ppo
 from algorithms.gae import gae_batch
-from algorithms.ppo_config import PPOConfig
+from algorithms.ppo import PPOConfig
 from envs import EpisodeTracker, UnknownEnvError, derive_flags, make_env, resolve_env
 from envs.rollout import Rollout, evaluate
 
@@ -83,7 +83,7 @@ def test_auto_reset_steps_are_masked_and_not_bootstrapped_across():
   """envpool's step after `done` only resets: the rollout marks it with mask 0 and reward 0, and GAE does not let
   the next episode's values leak into the ended one."""
   spec = resolve_env("CartPole-v1")
-  cfg = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=200).resolve("classic", "mlp_categorical")
+  cfg = PPOConfig(num_envs=4, num_steps=200).resolve("classic")
   net = networks.make_network("mlp_categorical", discrete=True, image_obs=False, action_dim=2)
   state = ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
   rollout = Rollout([make_env(spec.env_id, 4, seed=0)], spec, 200, acting.make_act_fn(net, True, False),

@@ -12,7 +12,7 @@ import pytest
 import networks
 import run_impala
 from algorithms import acting, impala, normalize
-from algorithms.impala_config import ImpalaConfig
+from algorithms.impala import ImpalaConfig
 from conftest import read_csv
 from envs import EpisodeTracker, resolve_env
 from envs.actors import ActorError, ActorPool, ParamStore
@@ -23,7 +23,7 @@ QUIET = ["--no-progress"]
 
 def test_loss_gradients_are_finite_and_nonzero():
   spec = resolve_env("Pong-v5")
-  cfg = ImpalaConfig(batch_size=16, envs_per_actor=4).resolve("atari", "nature_cnn")
+  cfg = ImpalaConfig(batch_trajectories=16).resolve("atari")
   net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
   state = impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))
   tracker = EpisodeTracker(4)
@@ -146,8 +146,8 @@ def test_checkpoint_and_resume(tmp_path):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--env", "CartPole-v1", "--batch-size", "20"], "--batch-size 20 is not a multiple of --envs-per-actor"),
-    (["--env", "CartPole-v1", "--num-envs", "8"], "--num-envs 8 differs"),
+    (["--env", "CartPole-v1", "--batch-trajectories", "20"], "--batch-trajectories 20 is not a multiple of --envs-per-actor"),
+    (["--env", "CartPole-v1", "--num-envs", "8"], "unknown flag --num-envs"),  # actors x envs per actor
     (["--env", "CartPole-v1", "--unroll-length", "0"], "--unroll-length must be positive"),
     (["--env", "Breakout"], "unknown env id"),
 ])
@@ -160,7 +160,9 @@ def test_bad_input(argv, match, capsys, tmp_path):
 
 
 def test_too_many_actors_warns(capsys):
-  ImpalaConfig(env="CartPole-v1", num_actors=64, envs_per_actor=1, batch_size=32).resolve("classic", "mlp")
+  from algorithms import registry
+  from harness.config import ActorSettings, config_class
+  config_class(registry.get("impala"))(source=ActorSettings(num_actors=64, envs_per_actor=1)).resolve("classic", "mlp")
   assert "warning: --num-actors 64" in capsys.readouterr().err
 
 

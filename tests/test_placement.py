@@ -25,9 +25,9 @@ _SYNTHETIC = r'''
 import jax, numpy as np
 import networks
 from algorithms import impala, ppo
-from algorithms.impala_config import ImpalaConfig
+from algorithms.impala import ImpalaConfig
 from algorithms.parallel import lift
-from algorithms.ppo_config import PPOConfig
+from algorithms.ppo import PPOConfig
 from envs.actors import ParamStore
 from envs.rollout import Trajectory
 from harness.placement import place
@@ -45,8 +45,7 @@ devices = lambda tree: {d for x in jax.tree.leaves(tree) for d in x.devices()}
 '''
 
 _DONATION = _SYNTHETIC + r'''
-cfg = ImpalaConfig(env="CartPole-v1", num_actors=1, envs_per_actor=8, batch_size=8).resolve("classic",
-                                                                                           "mlp_categorical")
+cfg = ImpalaConfig(batch_trajectories=8).resolve("classic")
 state = impala.init_state(cfg, net, (4,), jax.random.PRNGKey(0))
 kept = lift(impala.make_update_fn(cfg, net, True, False), donate=False)(state, traj)[0]
 assert not any(x.is_deleted() for x in jax.tree.leaves(state))
@@ -70,7 +69,7 @@ print("ok")
 '''
 
 _PPO_STATE_STAYS = _SYNTHETIC + r'''
-cfg = PPOConfig(env="x", num_envs=N, num_steps=T, num_minibatches=4, update_epochs=2).resolve("classic", "mlp")
+cfg = PPOConfig(num_envs=N, num_steps=T, num_minibatches=4, update_epochs=2).resolve("classic")
 where = place("cpu:1", False, 1)
 assert where.learner == (cpu0,) and where.actor == cpu1
 update = lift(ppo.make_update_fn(cfg, net, True, False))
@@ -158,7 +157,7 @@ def test_impala_run_with_donation_and_two_actor_threads(tmp_path):
   """Several updates with donation on, 2 actor threads acting on cpu:1 while the learner updates on cpu:0: no
   deleted-array error, every update logged."""
   r = _forced([os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--num-actors", "2",
-               "--envs-per-actor", "4", "--batch-size", "8", "--total-timesteps", "3200", "--eval-every", "1600",
+               "--envs-per-actor", "4", "--batch-trajectories", "8", "--total-timesteps", "3200", "--eval-every", "1600",
                "--checkpoint-every", "800", "--no-progress", "--run-dir", str(tmp_path / "r")])
   assert r.returncode == 0, r.stderr[-3000:]
   rows = (tmp_path / "r" / "progress.csv").read_text().splitlines()
@@ -184,8 +183,8 @@ def test_processes_on_one_machine_get_their_own_devices(learner_devices, expecte
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  code = ("import sys, jax\nfrom algorithms.config import RunConfig\nfrom harness import distributed\n"
-          f"distributed.initialize(RunConfig(coordinator_address='127.0.0.1:{port}', num_processes=2, "
+  code = ("import sys, jax\nfrom harness.config import ScaleSettings\nfrom harness import distributed\n"
+          f"distributed.initialize(ScaleSettings(coordinator_address='127.0.0.1:{port}', num_processes=2, "
           f"process_id=int(sys.argv[1]), learner_devices={learner_devices}, heartbeat_timeout=20))\n"
           "assert jax.process_count() == 2\nprint(jax.config._read('jax_cuda_visible_devices'))\n")
   env = {k: v for k, v in os.environ.items() if k not in ("JAX_LOCAL_DEVICE_IDS", "LOCAL_RANK", "SLURM_LOCALID",

@@ -70,9 +70,9 @@ def _train_and_kill_one_worker(script, args, run_dir, log_path, timeout=600):
 
 
 @pytest.mark.parametrize("script, args", [
-    ("run_impala.py", ["--env", "CartPole-v1", "--num-actors", "2", "--envs-per-actor", "8", "--batch-size", "16",
+    ("run_impala.py", ["--env", "CartPole-v1", "--num-actors", "2", "--envs-per-actor", "8", "--batch-trajectories", "16",
                        "--total-timesteps", "48000"]),
-    ("run_ppo.py", ["--env", "CartPole-v1", "--num-actors", "2", "--num-envs", "4", "--num-steps", "128",
+    ("run_ppo.py", ["--env", "CartPole-v1", "--num-env-workers", "2", "--num-envs", "4", "--num-steps", "128",
                     "--total-timesteps", "24576"]),
 ], ids=["impala", "ppo"])
 def test_ray_workers_survive_a_killed_worker(cluster, tmp_path, script, args):
@@ -91,13 +91,13 @@ def test_ray_workers_survive_a_killed_worker(cluster, tmp_path, script, args):
 
 
 def test_ray_bad_inputs(tmp_path):
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--num-actors", "2",
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--num-env-workers", "2",
                       "--run-dir", str(tmp_path / "a")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert r.returncode == 2 and r.stderr.strip().startswith("error: --num-actors > 1 needs --ray-address")
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--num-actors", "3",
+  assert r.returncode == 2 and r.stderr.strip().startswith("error: --num-env-workers > 1 needs --ray-address")
+  r = subprocess.run([sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--num-env-workers", "3",
                       "--ray-address", "127.0.0.1:1", "--run-dir", str(tmp_path / "b")], cwd=ROOT,
                      capture_output=True, text=True, timeout=120)
-  assert r.returncode == 2 and r.stderr.strip() == "error: --num-actors 3 does not divide --num-envs 4"
+  assert r.returncode == 2 and r.stderr.strip() == "error: --num-env-workers 3 does not divide --num-envs 4"
   r = subprocess.run([sys.executable, os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--ray-address",
                       f"127.0.0.1:{_free_port()}", "--run-dir", str(tmp_path / "c")], cwd=ROOT, capture_output=True,
                      text=True, timeout=300)
@@ -115,7 +115,7 @@ def test_ray_actors_start_when_a_machine_joins(tmp_path):
     with open(log_path, "w") as log:
       proc = subprocess.Popen(
           [sys.executable, os.path.join(ROOT, "run_impala.py"), "--env", "CartPole-v1", "--num-actors", "2",
-           "--envs-per-actor", "8", "--batch-size", "8", "--total-timesteps", "64000", "--eval-every", "0",
+           "--envs-per-actor", "8", "--batch-trajectories", "8", "--total-timesteps", "64000", "--eval-every", "0",
            "--ray-address", cluster.address, "--run-dir", str(run_dir), "--no-progress"],
           cwd=ROOT, stdout=log, stderr=log)
       deadline, placed_before = time.time() + 300, None

@@ -1,5 +1,6 @@
 """End-to-end runs of run_ppo.py: learning, smoke runs on Atari and MuJoCo, run-directory contents, checkpoints,
 resume after a kill, and a non-finite loss."""
+import dataclasses
 import json
 import math
 import os
@@ -15,8 +16,10 @@ import pytest
 
 import run_ppo
 from algorithms import ppo
-from algorithms.ppo_config import PPOConfig
-from harness import trainer
+from algorithms import registry
+from harness import loop
+from harness.config import RunSettings, config_class
+from harness.run import Run
 from harness.checkpoint import Checkpointer
 from conftest import ROOT, read_csv
 
@@ -78,9 +81,14 @@ def test_halfcheetah_smoke(tmp_path):
   assert float(state.ret_norm.count) > 4000
 
 
+def _setup(run_dir):
+  algorithm = registry.get("ppo")
+  return loop.setup(algorithm, config_class(algorithm)(run=RunSettings(resume=str(run_dir))))
+
+
 def _template(run_dir):
-  setup = trainer.setup(PPOConfig(resume=str(run_dir)), PPOConfig, algo="ppo")
-  return ppo.init_state(setup.config, setup.network, setup.spec.obs_shape, jax.random.PRNGKey(0))
+  setup = _setup(run_dir)
+  return ppo.init_state(setup.config.algorithm, setup.network, setup.spec.obs_shape, jax.random.PRNGKey(0))
 
 
 def test_checkpoint_round_trip_and_resume_continues(tmp_path):
@@ -97,8 +105,9 @@ def test_checkpoint_round_trip_and_resume_continues(tmp_path):
     if step > 2048:
       shutil.rmtree(os.path.join(ck.directory, str(step)))
   saved, _, _ = Checkpointer(str(b), keep=10).restore(_template(b))
-  setup = trainer.setup(PPOConfig(resume=str(b)), PPOConfig, algo="ppo")
-  run = setup.open_run(lambda key: ppo.init_state(setup.config, setup.network, setup.spec.obs_shape, key), [])
+  setup = _setup(b)
+  run = Run(setup.config, setup.spec, setup.placement, setup.resuming,
+            lambda key: ppo.init_state(setup.config.algorithm, setup.network, setup.spec.obs_shape, key), [])
   assert run.start_step == 2048
   for x, y in zip(jax.tree.leaves(saved), jax.tree.leaves(run.state)):  # params, Adam moments, PRNG, counters
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -147,7 +156,8 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch, 
       return state, metrics
     return wrapped
 
-  monkeypatch.setattr(ppo, "make_update_fn", poisoned)
+  algorithm = registry.get("ppo")
+  monkeypatch.setitem(registry._REGISTRY, "ppo", dataclasses.replace(algorithm, make_update_fn=poisoned))
   run_dir = tmp_path / "nan"
   rc = run_ppo.main(["--env", "CartPole-v1", "--total-timesteps", "5120", "--checkpoint-every", "1024",
                      "--eval-every", "0", "--run-dir", str(run_dir)] + QUIET)

@@ -1,17 +1,13 @@
-"""The run harness every trainer shares: set-up from flags or a resumed run, logging cadence, evaluation,
-checkpoints, interruption and non-finite losses. Host-side and stateful by design; the learners stay pure.
-
-This is the only part of `algorithms/` that touches the env side (to resolve ids and to evaluate).
+"""A run's sinks and cadence: the run directory, logs, evaluation and checkpoints at their intervals, the result.
+Host-side and stateful by design; the learners stay pure.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import signal
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -20,21 +16,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-import networks
-from algorithms.config import RunConfig, flag
 from algorithms.parallel import local_copy
-from harness import distributed, placement, remote, rundir, xla
-from harness.checkpoint import Checkpointer
-from harness.cli import UsageError
-from harness.logger import RunLogger
-from envs import AgentTrackers, UnknownEnvError, resolve_env
+from envs import AgentTrackers
 from envs.rollout import evaluate
+from harness import distributed, rundir
+from harness.checkpoint import Checkpointer
+from harness.logger import RunLogger
 
 BASE_COLUMNS = ["global_step", "walltime", "sps", "episode_return", "episode_return_max", "episode_return_min",
                 "episode_length", "episode_length_max", "episode_length_min", "episodes", "eval_return"]
-# what may differ between the launches of one run: where it runs and how it is watched
-_RESUME_KEEPS = ("resume", "progress", "track", "coordinator_address", "num_processes", "process_id",
-                 "heartbeat_timeout", "ray_address", "actor_cpus", "queue_timeout")
 RESULT = "result.json"
 
 
@@ -56,58 +46,6 @@ def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
   return run_dir if len(seeds) == 1 else os.path.join(run_dir, f"seed{seeds[j]}")
 
 
-@dataclasses.dataclass
-class Setup:
-  config: Any
-  spec: Any
-  network: Any
-  resuming: bool
-  placement: Any = None  # learner devices and the acting device (harness.placement)
-  ray: Any = None  # the `ray` module, connected, with --ray-address
-
-  def open_run(self, init_fn: Callable[[jax.Array], Any], fieldnames: list[str]) -> "Run":
-    return Run(self, init_fn, fieldnames + (["actor_restarts"] if self.ray else []))
-
-
-def setup(config: RunConfig, config_cls: type, algo: str) -> Setup:
-  """Validates everything a user can get wrong before anything is written, and sets XLA's flags for the env."""
-  resuming = config.resume is not None
-  if resuming:
-    changed = [flag(f.name) for f in dataclasses.fields(config_cls)
-               if f.name not in _RESUME_KEEPS and getattr(config, f.name) != f.default]
-    if changed:
-      raise UsageError(f"--resume continues with the run's saved config: drop {', '.join(changed)}")
-    saved = rundir.load_config(config.resume, config_cls)
-    config = dataclasses.replace(saved, run_dir=config.resume, overwrite=False,
-                                 **{k: getattr(config, k) for k in _RESUME_KEEPS})
-  try:
-    spec = resolve_env(config.env)
-  except UnknownEnvError as e:
-    raise UsageError(str(e)) from None
-  name = config.network or networks.default_network(spec.discrete, spec.image_obs)
-  try:
-    network = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs,
-                                    action_dim=spec.action_dim)
-  except networks.NetworkError as e:
-    raise UsageError(str(e)) from None
-  config = config.resolve(spec.family, name)
-  if config.run_dir is None:
-    config = dataclasses.replace(config, run_dir=rundir.default_run_dir(config.env, algo, config.seed))
-  xla.configure(spec.image_obs)  # before the first JAX computation
-  distributed.initialize(config)
-  if jax.process_count() > 1 and config.ray_address:
-    raise UsageError("several processes (--coordinator-address) run their own actors and envs: drop --ray-address")
-  where = placement.place(config.actor_device, spec.image_obs, config.learner_devices)
-  if not resuming and distributed.is_main():
-    rundir.check_new_run_dir(config.run_dir, config.overwrite)
-  if threading.current_thread() is threading.main_thread():
-    # NOTE: a process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python
-    # then never raises KeyboardInterrupt; benchmarks.run stops its jobs with SIGINT so that they checkpoint.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-  ray = remote.connect(config.ray_address) if config.ray_address else None  # a bad address exits before the run dir
-  return Setup(config, spec, network, resuming, where, ray)
-
-
 class Run:
   """Owns the run directory's sinks and the logging, evaluation and checkpoint cadence.
 
@@ -115,12 +53,12 @@ class Run:
   of them; each agent has its own episode statistics, evaluations and logs.
   """
 
-  def __init__(self, setup: Setup, init_fn, fieldnames: list[str]):
-    cfg = self.config = setup.config
-    self.spec, self.placement = setup.spec, setup.placement
-    self.seeds = list(getattr(cfg, "agent_seeds", [cfg.seed]))
+  def __init__(self, config, spec, placement, resuming: bool, init_fn, fieldnames: list[str]):
+    cfg = self.config = config
+    self.spec, self.placement = spec, placement
+    self.seeds = cfg.agent_seeds
     if len(self.seeds) == 1:
-      state = init_fn(jax.random.PRNGKey(cfg.seed))
+      state = init_fn(jax.random.PRNGKey(cfg.environment.seed))
     else:
       state = jax.vmap(init_fn)(jnp.stack([jax.random.PRNGKey(s) for s in self.seeds]))
     self.tracker = AgentTrackers(len(self.seeds), cfg.num_envs)
@@ -129,33 +67,33 @@ class Run:
     # With several processes (jax.distributed) process 0 alone reads and writes the run directory.
     self.main = distributed.is_main()
     self.checkpointer = None
-    if setup.resuming and self.main:
-      self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
+    if resuming and self.main:
+      self.checkpointer = Checkpointer(cfg.run.run_dir, cfg.run.keep_checkpoints)
       restored, meta, self.start_step = self.checkpointer.restore(state)
       state = jax.device_put(restored)
       self.tracker.load_state_dict(meta.get("episodes", {}))
-      print(f"resuming {cfg.run_dir} from step {self.start_step}", file=sys.stderr)
+      print(f"resuming {cfg.run.run_dir} from step {self.start_step}", file=sys.stderr)
     elif self.main:
-      rundir.create_run_dir(cfg.run_dir, dataclasses.replace(cfg, resume=None, overwrite=False), cfg.overwrite)
-      self.checkpointer = Checkpointer(cfg.run_dir, cfg.keep_checkpoints)
-    if jax.process_count() > 1 and setup.resuming:  # every process continues from process 0's checkpoint
+      rundir.create_run_dir(cfg.run.run_dir, cfg.replace(resume=None, overwrite=False), cfg.run.overwrite)
+      self.checkpointer = Checkpointer(cfg.run.run_dir, cfg.run.keep_checkpoints)
+    if jax.process_count() > 1 and resuming:  # every process continues from process 0's checkpoint
       state, start = multihost_utils.broadcast_one_to_all((jax.device_get(state), np.int64(self.start_step)),
                                                           is_source=self.main)
       state, self.start_step = jax.device_put(state), int(start)
     self.state = state
-    self.eval_every = cfg.eval_every if cfg.eval_every is not None else max(cfg.total_timesteps // 20, 1)
-    self.ckpt_every = cfg.checkpoint_every or max(cfg.total_timesteps // 20, 1)
+    self.eval_every, self.ckpt_every = cfg.run.eval_every, cfg.run.checkpoint_every
     self.walltime0 = float(meta.get("walltime", 0.0))
     self.t0 = self.t_last = time.time()
     self.step_last = self.start_step
     self.last_eval: list[float | None] = [None] * len(self.seeds)
     self.loggers = []
     for j, seed in enumerate(self.seeds if self.main else []):
-      path = agent_dir(cfg.run_dir, self.seeds, j)
+      path = agent_dir(cfg.run.run_dir, self.seeds, j)
       os.makedirs(path, exist_ok=True)
       self.loggers.append(RunLogger(path, fieldnames, total_steps=cfg.total_timesteps, start_step=self.start_step,
-                                    config=dict(dataclasses.asdict(cfg), agent_seed=seed), track=cfg.track,
-                                    wandb_project=cfg.wandb_project, progress=cfg.progress and j == 0))
+                                    config=dict(cfg.flat(), agent_seed=seed), track=cfg.run.track,
+                                    wandb_project=cfg.run.wandb_project, progress=cfg.run.progress and j == 0,
+                                    run_root=cfg.run.run_dir))
 
   def walltime(self) -> float:
     return self.walltime0 + time.time() - self.t0
@@ -164,7 +102,7 @@ class Run:
     return every > 0 and step // every > self.step_last // every
 
   def evaluate(self, step: int, policy: Callable, j: int = 0) -> float:
-    returns = evaluate(self.spec, policy, self.config.eval_episodes, seed=self.seeds[j] + 100_000 + step).returns
+    returns = evaluate(self.spec, policy, self.config.run.eval_episodes, seed=self.seeds[j] + 100_000 + step).returns
     self.last_eval[j] = float(np.mean(returns))
     return self.last_eval[j]
 
@@ -185,7 +123,8 @@ class Run:
     evaluating = self.eval_every > 0 and (final or self._crossed(step, self.eval_every))
     for j, (logger, tracker) in enumerate(zip(self.loggers, self.tracker.agents)):
       eval_return = self.evaluate(step, policy(j), j) if evaluating else None
-      agent_metrics = {k: float(np.reshape(v, -1)[j]) for k, v in metrics.items()}
+      # [K] arrays hold one value per agent; scalars (timings, the source's counts) are shared by all
+      agent_metrics = {k: float(np.reshape(v, -1)[j if np.size(v) > 1 else 0]) for k, v in metrics.items()}
       logger.log(dict(global_step=step, walltime=round(self.walltime(), 3), sps=round(sps, 1), **tracker.summary(),
                       episodes=tracker.episodes, eval_return=eval_return, **agent_metrics))
     if final or self._crossed(step, self.ckpt_every):
@@ -196,7 +135,7 @@ class Run:
     if not self.main:
       return
     meta = dict(episodes=self.tracker.state_dict(), walltime=self.walltime(), env=self.spec.env_id,
-                network=self.config.network)
+                network=self.config.environment.network)
     self.checkpointer.save(step, state, meta)
 
   @staticmethod
@@ -217,19 +156,17 @@ class Run:
           f"{last if last is not None else 'none'} in {self.checkpointer.directory}", file=sys.stderr)
     return 1
 
-  def interrupted(self, state) -> None:
+  def interrupted(self, state, signum: int = signal.SIGINT) -> None:
+    """Saves `state` (unless a checkpoint of its step exists) and says how to continue."""
     if not self.main:
       self.close()
       return
-    try:
-      step = int(np.max(jax.device_get(state.global_step)))
-    except RuntimeError:  # NOTE: the update donates the state; Ctrl-C inside it leaves none to save
-      step = max(self.checkpointer.steps(), default=0)
-    else:
-      if step > 0 and step not in self.checkpointer.steps():
-        self.save(step, state)
+    step = int(np.max(jax.device_get(state.global_step)))
+    if step > 0 and step not in self.checkpointer.steps():
+      self.save(step, state)
     self.close()
-    print(f"interrupted: checkpoint at step {step}; continue with --resume {self.config.run_dir}", file=sys.stderr)
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    print(f"{what}: checkpoint at step {step}; continue with --resume {self.config.run.run_dir}", file=sys.stderr)
 
   def finish(self) -> None:
     """Closes the sinks, writes RUN_DIR/result.json (final returns per agent, wall time, hardware) and prints it."""
@@ -238,18 +175,19 @@ class Run:
       return
     cfg, walltime = self.config, self.walltime()
     returns = [t.mean_return() for t in self.tracker.agents]
-    result = dict(env=cfg.env, seeds=self.seeds, total_timesteps=cfg.total_timesteps, walltime=round(walltime, 1),
+    result = dict(algorithm=cfg.ALGORITHM, env=cfg.environment.env, seeds=self.seeds,
+                  total_timesteps=cfg.total_timesteps, walltime=round(walltime, 1),
                   sps=round(len(self.seeds) * cfg.total_timesteps / max(walltime, 1e-9), 1),
                   episode_return=[None if np.isnan(r) else r for r in returns],
                   eval_return=[None if v is None or np.isnan(v) else v for v in self.last_eval],
-                  eval_episodes=cfg.eval_episodes, hardware=hardware(), **self.placement.describe())
-    path = os.path.join(cfg.run_dir, RESULT)
+                  eval_episodes=cfg.run.eval_episodes, hardware=hardware(), **self.placement.describe())
+    path = os.path.join(cfg.run.run_dir, RESULT)
     with open(path + ".tmp", "w") as f:
       json.dump(result, f, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)  # whole or absent: benchmarks.run takes its presence for a finished run
     for seed, ret, ev in zip(self.seeds, returns, self.last_eval):
       print(f"done: seed {seed}: {cfg.total_timesteps} steps in {walltime:.0f}s, episode_return {ret:.2f}, "
-            f"eval_return {ev if ev is None else round(ev, 2)}, run dir {cfg.run_dir}")
+            f"eval_return {ev if ev is None else round(ev, 2)}, run dir {cfg.run.run_dir}")
 
   def close(self) -> None:
     for logger in self.loggers:

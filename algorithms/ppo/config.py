@@ -1,9 +1,9 @@
-"""PPO configuration: one frozen dataclass, every field documented (it is the `--help` text)."""
+"""PPO hyperparameters: one frozen dataclass, every field documented (it is the `--help` text)."""
 from __future__ import annotations
 
 import dataclasses
 
-from algorithms.config import ConfigError, RunConfig, check_positive, check_range, flag
+from algorithms.config import ConfigError, check_positive, check_range, flag
 
 # Per-family defaults: the reproduced PARL settings (shared/REFERENCE.md) for Atari and MuJoCo. Classic control
 # follows CleanRL's CartPole settings but with lr 1e-3, which reached a greedy 500 on CartPole-v1 within 200K steps
@@ -19,8 +19,13 @@ FAMILY_DEFAULTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class PPOConfig(RunConfig):
-  """Proximal Policy Optimization (Schulman et al. 2017) on envpool."""
+class PPOConfig:
+  """PPO hyperparameters (Schulman et al. 2017). `None` takes the env family's default."""
+  total_timesteps: int | None = None
+  """Agent steps to train for, summed over envs; the learning rate decays over them (default: Atari 10M, MuJoCo
+  1M, classic 500K)."""
+  num_envs: int | None = None
+  """Parallel training envs; a rollout is num_envs x num_steps agent steps (default: Atari 8, MuJoCo 1, classic 4)."""
   num_steps: int | None = None
   """Steps per env per rollout (default: Atari 128, MuJoCo 2048, classic 128)."""
   num_minibatches: int | None = None
@@ -57,58 +62,23 @@ class PPOConfig(RunConfig):
   scan_unroll: int | None = None
   """Unroll factor of the epoch and minibatch scans (default: fully unrolled for conv nets on CPU, where XLA runs a
   rolled conv gradient step ~12x slower; 1 elsewhere)."""
-  env_groups: int = 1
-  """Split the envs into this many envpools and pipeline them, so the policy runs on one group while the others
-  simulate. Must divide num_envs. On 2 CPU cores it does not pay (Pong rollout 0.50 s with 1 group, 0.53-0.66 s with
-  2: benchmarks/RESULTS.md); with spare cores or an accelerator it can."""
-  num_seeds: int = 1
-  """Train this many independent agents in one process (own parameters, optimiser and normaliser state, PRNG and
-  logs), over one envpool of num_seeds x num_envs envs, the update vmapped over agents. Agent j uses seed
-  `seed + j * num_envs` (its envs are envpool's envs j * num_envs ... with those seeds), so it repeats the
-  single-seed run with that seed; logs go to RUN_DIR/seed<S>/."""
-  num_actors: int = 1
-  """With --ray-address: environment workers (Ray actors), each stepping num_envs / num_actors envs with the
-  policy and returning whole rollouts. Must divide num_envs; locally one envpool steps all envs (see
-  --env-groups)."""
   forward_chunks: int | None = None
   """Evaluate each minibatch in this many equal slices (same result; default: 4 for conv nets on CPU, where it runs
   ~2.5x faster; 1 elsewhere). Must divide the minibatch size."""
 
   def __post_init__(self):
-    super().__post_init__()
-    check_positive(self, "num_steps", "num_minibatches", "update_epochs", "learning_rate", "adam_eps", "clip_coef",
-                   "max_grad_norm", "scan_unroll", "forward_chunks",
-                   "env_groups", "num_seeds", "num_actors")
-    if self.num_actors > 1 and self.ray_address is None:
-      raise ConfigError("--num-actors > 1 needs --ray-address (local PPO steps one envpool; see --env-groups)")
-    if self.ray_address is not None and (self.num_seeds > 1 or self.env_groups > 1):
-      raise ConfigError("--ray-address runs one seed with one env group per worker: drop --num-seeds / "
-                        "--env-groups")
+    check_positive(self, "total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs",
+                   "learning_rate", "adam_eps", "clip_coef", "max_grad_norm", "scan_unroll", "forward_chunks")
     check_positive(self, "ent_coef", "vf_coef", allow_zero=("ent_coef", "vf_coef"))
-    if self.num_seeds > 1 and self.track:
-      raise ConfigError("--track logs one W&B run per process: drop --track or use --num-seeds 1")
     check_range(self, "gamma", 0.0, 1.0)
     check_range(self, "gae_lambda", 0.0, 1.0)
 
-  def resolve(self, family: str, network: str) -> "PPOConfig":
+  def resolve(self, family: str) -> "PPOConfig":
     """Fills family defaults and checks the invariants that need them."""
-    fill = {k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None}
-    if self.network is None:
-      fill["network"] = network
-    cfg = dataclasses.replace(self, **fill)
+    cfg = dataclasses.replace(self, **{k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None})
     if cfg.num_steps % cfg.num_minibatches:
       raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide --num-steps "
                         f"{cfg.num_steps} (each minibatch takes the same number of steps from every env)")
-    if cfg.num_envs % cfg.learner_devices:
-      raise ConfigError(f"--learner-devices {cfg.learner_devices} does not divide --num-envs {cfg.num_envs}")
-    if cfg.num_seeds > 1 and cfg.learner_devices > 1:
-      raise ConfigError("--num-seeds > 1 and --learner-devices > 1 exclude each other: drop one")
-    if cfg.num_seeds > 1 and cfg.env_groups > 1:
-      raise ConfigError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
-    if cfg.num_envs % cfg.num_actors:
-      raise ConfigError(f"--num-actors {cfg.num_actors} does not divide --num-envs {cfg.num_envs}")
-    if cfg.num_envs % cfg.env_groups:
-      raise ConfigError(f"--env-groups {cfg.env_groups} does not divide --num-envs {cfg.num_envs}")
     if cfg.forward_chunks and cfg.minibatch_size % cfg.forward_chunks:
       raise ConfigError(f"--forward-chunks {cfg.forward_chunks} does not divide the minibatch size "
                         f"({cfg.minibatch_size})")
@@ -119,11 +89,12 @@ class PPOConfig(RunConfig):
 
   @property
   def batch_size(self) -> int:
+    """Agent steps per rollout (and per update)."""
     return self.num_envs * self.num_steps
 
   @property
-  def agent_seeds(self) -> list[int]:
-    return [self.seed + j * self.num_envs for j in range(self.num_seeds)]
+  def steps_per_update(self) -> int:
+    return self.batch_size
 
   @property
   def minibatch_size(self) -> int:

@@ -16,7 +16,7 @@ from flax import struct
 from algorithms import normalize
 from algorithms.gae import gae_batch, scan_unroll
 from algorithms.parallel import all_gather, all_sum, env_axis, shard_offset, split_axis, value_and_grad
-from algorithms.ppo_config import PPOConfig
+from algorithms.ppo.config import PPOConfig
 from networks import apply_chunked, cpu_conv_chunks, distribution
 
 
@@ -27,7 +27,7 @@ class PPOState:
   opt_state: Any
   obs_norm: normalize.RunningStats
   ret_norm: normalize.RunningStats
-  returns: chex.Array      # [N] discounted return per env, for reward scaling
+  scaling_returns: chex.Array  # [N] running discounted return per env, whose variance scales the rewards
   key: chex.Array          # learner PRNG (minibatch permutations)
   actor_key: chex.Array    # acting PRNG (action sampling)
   update: chex.Array       # updates done
@@ -129,7 +129,7 @@ def init_state(config: PPOConfig, network: nn.Module, obs_shape, key: chex.PRNGK
   tx, _ = make_optimizer(config)
   vec_shape = () if len(obs_shape) == 3 else tuple(obs_shape)
   return PPOState(params=params, opt_state=tx.init(params), obs_norm=normalize.init(vec_shape),
-                  ret_norm=normalize.init(), returns=jnp.zeros(config.num_envs, jnp.float32), key=key,
+                  ret_norm=normalize.init(), scaling_returns=jnp.zeros(config.num_envs, jnp.float32), key=key,
                   actor_key=actor_key, update=jnp.zeros((), jnp.int32), global_step=jnp.zeros((), jnp.int32))
 
 
@@ -171,7 +171,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
   def update(state: PPOState, traj) -> tuple[PPOState, dict]:
     T, N = traj.rewards.shape  # N: this device's envs
     offset = shard_offset(N, axis_name)
-    rewards, ret_norm, returns_acc = traj.rewards, state.ret_norm, state.returns
+    rewards, ret_norm, returns_acc = traj.rewards, state.ret_norm, state.scaling_returns
     if config.normalize_reward:
       dones = jnp.maximum(traj.terminations, traj.truncations)
       rewards, ret_norm, returns_acc = normalize.scale_rewards(
@@ -195,7 +195,7 @@ def make_update_fn(config: PPOConfig, network: nn.Module, discrete: bool, image_
     metrics = jax.tree.map(jnp.mean, metrics)
     metrics["learning_rate"] = schedule(state.update * E * M)
     metrics["explained_variance"] = explained_variance(traj.values, returns, traj.mask, axis_name)
-    state = state.replace(params=params, opt_state=opt_state, ret_norm=ret_norm, returns=returns_acc, key=key,
+    state = state.replace(params=params, opt_state=opt_state, ret_norm=ret_norm, scaling_returns=returns_acc, key=key,
                           update=state.update + 1, global_step=state.global_step + all_sum(T * N, axis_name))
     return state, metrics
 

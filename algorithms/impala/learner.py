@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from algorithms.impala_config import ImpalaConfig
+from algorithms.impala.config import ImpalaConfig
 from algorithms.parallel import all_sum, all_sum_flat, value_and_grad
 from algorithms.vtrace import vtrace_batch
 from networks import apply_chunked, cpu_conv_chunks, distribution

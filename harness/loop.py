@@ -1,0 +1,293 @@
+"""The one training loop every algorithm runs in: set-up, the update loop, and how a run ends.
+
+    python -m harness ppo --env CartPole-v1      # run_ppo.py and run_impala.py are this with their algorithm
+
+`train` parses nothing: it takes an algorithm from `algorithms.registry` and its composed config
+(`harness.config`), checks everything a user can get wrong before anything is written, prints a header, then loops:
+next batch from the trajectory source, update, logs / evaluation / checkpoints at their intervals. A run ends in one
+of these ways, each written once here: finished (result.json), stopped by Ctrl-C or SIGTERM (a checkpoint, one
+line, exit 130 / 143), a non-finite loss (no bad state kept, exit 1), a failed or stuck actor (one line, exit 1), a
+lost process of the group (one line, exit 1), a full disk (one line, exit 1).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+
+import networks
+from algorithms import acting, normalize
+from algorithms.parallel import AXIS, env_axis, lift, local_copy
+from algorithms import registry
+from algorithms.registry import Algorithm
+from envs import UnknownEnvError, resolve_env
+from envs.actors import ActorError, ActorPool, ParamStore
+from envs.rollout import make_rollout
+from harness import distributed, placement, remote, rundir, xla
+from harness.checkpoint import DiskFullError  # TEMP-CHECK
+from harness.cli import UsageError, main_guard, parse
+from harness.config import RESUME_KEEPS, ActorSettings, parse_type
+from harness.run import BASE_COLUMNS, Run
+from harness.sources import ActorQueue, Rollouts
+
+
+class Interrupted(Exception):
+  """Ctrl-C or SIGTERM (or the group's preemption notice) asked the run to stop with a checkpoint."""
+
+  def __init__(self, signum: int):
+    super().__init__(signal.Signals(signum).name)
+    self.signum = signum
+
+
+class Shutdown:
+  """SIGINT (Ctrl-C, `benchmarks.run`'s budget) and SIGTERM (what SLURM, Kubernetes, `docker stop` and Ray send
+  before they kill) both stop the run with a checkpoint.
+
+  NOTE: a handler raises at once, so a run waiting for actors or stepping envs stops promptly, except inside
+  `deferred()`: the update donates its input state, so an exception between its call and the new state's assignment
+  would leave no state to save, and one before its row is logged would leave a checkpoint ahead of the log; there
+  the signal is kept and raised when the block ends (after the update's evaluation and checkpoint, if due). In a
+  process group JAX's preemption service owns SIGTERM and tells every process at which update to stop (`check`), so
+  all save the same step.
+  """
+
+  def __init__(self, group: bool):
+    self.group, self.signum, self._deferring = group, None, False
+    if threading.current_thread() is threading.main_thread():
+      # NOTE: also re-enables SIGINT, which a background process of a non-interactive shell inherits as ignored.
+      signal.signal(signal.SIGINT, self._handle)
+      if not group:
+        signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame) -> None:
+    if not self._deferring:
+      raise Interrupted(signum)
+    self.signum = signum
+
+  @contextlib.contextmanager
+  def deferred(self):
+    self._deferring = True
+    try:
+      yield
+    finally:
+      self._deferring = False
+    if self.signum is not None:
+      signum, self.signum = self.signum, None
+      raise Interrupted(signum)
+
+  def check(self, index: int) -> None:
+    if self.group and multihost_utils.reached_preemption_sync_point(index):
+      raise Interrupted(signal.SIGTERM)
+
+
+@dataclasses.dataclass
+class Setup:
+  algorithm: Algorithm
+  config: Any
+  spec: Any
+  network: Any
+  resuming: bool
+  placement: Any
+  ray: Any = None  # the `ray` module, connected, with --ray-address
+
+
+def setup(algorithm: Algorithm, config) -> Setup:
+  """Validates everything a user can get wrong before anything is written, and sets XLA's flags for the env."""
+  resuming = config.run.resume is not None
+  if resuming:
+    changed = config.changed_flags()
+    if changed:
+      raise UsageError(f"--resume continues with the run's saved config: drop {', '.join(changed)}")
+    saved = rundir.load_config(config.run.resume, type(config))
+    flat = config.flat()
+    config = saved.replace(run_dir=config.run.resume, overwrite=False, **{k: flat[k] for k in RESUME_KEEPS})
+  try:
+    spec = resolve_env(config.environment.env)
+  except UnknownEnvError as e:
+    raise UsageError(str(e)) from None
+  name = config.environment.network or networks.default_network(spec.discrete, spec.image_obs)
+  try:
+    network = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs,
+                                    action_dim=spec.action_dim)
+  except networks.NetworkError as e:
+    raise UsageError(str(e)) from None
+  config = config.resolve(spec.family, name)
+  xla.configure(spec.image_obs)  # before the first JAX computation
+  distributed.initialize(config.scale_out)
+  P, scale = jax.process_count(), config.scale_out
+  if P > 1 and scale.ray_address:
+    raise UsageError("several processes (--coordinator-address) run their own actors and envs: drop --ray-address")
+  if P > 1 and config.num_seeds > 1:
+    raise UsageError("several processes (--coordinator-address) train one seed: drop --num-seeds")
+  if isinstance(config.source, ActorSettings):
+    distributed.check_split("--num-actors", config.source.num_actors)
+    distributed.check_split("--batch-trajectories", config.algorithm.batch_trajectories,
+                            config.source.envs_per_actor, "--envs-per-actor")
+    distributed.check_split("--batch-trajectories", config.algorithm.batch_trajectories, scale.learner_devices,
+                            "--learner-devices")
+  else:
+    distributed.check_split("--num-envs", config.num_envs, scale.learner_devices, "--learner-devices")
+  where = placement.place(scale.actor_device, spec.image_obs, scale.learner_devices)
+  if not resuming and distributed.is_main():
+    rundir.check_new_run_dir(config.run.run_dir, config.run.overwrite)
+  ray = remote.connect(scale.ray_address) if scale.ray_address else None  # a bad address exits before the run dir
+  return Setup(algorithm, config, spec, network, resuming, where, ray)
+
+
+def header(s: Setup) -> str:
+  """What a newcomer needs before the first (slow) compilation: what runs where, and where it goes."""
+  cfg = s.config
+  env = cfg.environment.env if cfg.environment.env == s.spec.env_id else f"{cfg.environment.env} (as {s.spec.env_id})"
+  where = s.placement.describe()
+  processes = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
+  seeds = f", {cfg.num_seeds} seeds" if cfg.num_seeds > 1 else ""
+  return "\n".join([
+      f"jaxpod {s.algorithm.name} on {env}, network {cfg.environment.network}, {cfg.total_timesteps:,} agent steps"
+      f"{seeds}{processes}",
+      f"  learner on {', '.join(where['learner_devices'])}, acting on "
+      f"{'Ray workers' if s.ray else where['actor_device']} ({jax.default_backend()} backend)",
+      f"  run directory {cfg.run.run_dir}{' (resumed)' if s.resuming else ''}; watch it with: "
+      f"tensorboard --logdir {cfg.run.run_dir}",
+      "  compiling the first update (a few seconds to a minute)..."])
+
+
+def _rollout_source(s: Setup, run: Run, start_step: int) -> Rollouts:
+  cfg, spec = s.config, s.spec
+  normalize_obs = bool(getattr(cfg.algorithm, "normalize_obs", False))
+  K, P, p = cfg.num_seeds, jax.process_count(), jax.process_index()
+  seed = cfg.environment.seed + start_step
+  if s.ray:
+    W = cfg.source.num_env_workers
+    args = remote.worker_args(spec, cfg.environment.network, W, cfg.num_envs // W, cfg.algorithm.num_steps, seed,
+                              remote.key_seed(cfg.environment.seed, start_step), normalize_obs)
+    rollout = remote.RayRollout(s.ray, args, run.tracker, cfg.scale_out.actor_cpus, normalize_obs,
+                                cfg.scale_out.queue_timeout)
+  else:
+    # NOTE: envpool seeds env i with `seed + i`, so agent j's envs get the seeds a single run with seed
+    # `seed + j * num_envs` would use (config.agent_seeds).
+    n = K * cfg.num_envs // P  # this process's envs: [p * n, (p + 1) * n) of the group's
+    act_fn = acting.make_act_fn(s.network, spec.discrete, normalize_obs, num_agents=K)
+    rollout = make_rollout(spec, n, cfg.algorithm.num_steps, cfg.source.env_groups, seed + p * n, act_fn,
+                           run.tracker, tracker_offset=p * n)
+  return Rollouts(rollout, s.placement.actor, normalize_obs, ray=s.ray is not None)
+
+
+def _actor_source(s: Setup, run: Run, state, start_step: int) -> ActorQueue:
+  cfg, spec, device = s.config, s.spec, s.placement.actor
+  P, p = jax.process_count(), jax.process_index()
+  A, E = cfg.source.num_actors // P, cfg.source.envs_per_actor  # this process's actors: [p * A, (p + 1) * A)
+  version = int(local_copy(state.update))
+  # NOTE: made before the actors start: the first update donates `state`, so no thread may read it later.
+  keys = [jax.device_put(jax.random.fold_in(state.key, p * A + i), device) for i in range(A)]
+  act_fn = acting.make_act_fn(s.network, spec.discrete, normalize_obs=False)
+  no_norm = normalize.init(())
+  seed = cfg.environment.seed + start_step
+
+  def make_actor(i: int):
+    rollout = make_rollout(spec, E, cfg.algorithm.unroll_length, 1, seed + (p * A + i) * E, act_fn, run.tracker,
+                           tracker_offset=(p * A + i) * E)
+    return rollout, (no_norm, keys[i])
+
+  def make_pool(store):
+    if s.ray:
+      args = remote.worker_args(spec, cfg.environment.network, cfg.source.num_actors, E, cfg.algorithm.unroll_length,
+                                seed, remote.key_seed(cfg.environment.seed, start_step), normalize_obs=False)
+      return remote.RayActorPool(s.ray, args, store, run.tracker, cfg.scale_out.actor_cpus)
+    return ActorPool(make_actor, A, store, cfg.source.queue_size)
+
+  store = ParamStore(local_copy(state.params), version, device)
+  return ActorQueue(make_pool, store, cfg.algorithm.batch_trajectories // P, cfg.scale_out.queue_timeout, version,
+                    ray=s.ray is not None)
+
+
+def train(algorithm: Algorithm, config) -> int:
+  """Trains `algorithm` with `config` (its composed config); returns the exit code."""
+  s = setup(algorithm, config)
+  cfg, spec = s.config, s.spec
+  P = jax.process_count()
+  shutdown = Shutdown(group=P > 1)
+  if distributed.is_main():
+    print(header(s), flush=True)
+  K = cfg.num_seeds
+  init = lambda key: algorithm.init_state(cfg.algorithm, s.network, spec.obs_shape, key)  # noqa: E731
+  source_metrics = ((("actor_restarts",) if s.ray else ()) if algorithm.source == "rollouts"
+                    else ActorQueue.metrics_local + (("actor_restarts",) if s.ray else ()))
+  run = Run(cfg, spec, s.placement, s.resuming, init,
+            BASE_COLUMNS + list(algorithm.metrics) + ["learn_time"] + list(source_metrics))
+  state, start_step = run.state, run.start_step
+  devices = cfg.scale_out.learner_devices
+  update_fn = lift(algorithm.make_update_fn(cfg.algorithm, s.network, spec.discrete, spec.image_obs,
+                                            axis_name=AXIS if devices * P > 1 else None),
+                   num_agents=K, split=algorithm.split_agents, devices=devices, batch_axis=env_axis)
+  normalize_obs = bool(getattr(cfg.algorithm, "normalize_obs", False))
+  greedy_fn = acting.make_greedy_fn(s.network, spec.discrete, normalize_obs)
+  no_norm = normalize.init(())
+
+  def policy(j: int):  # agent j's greedy policy, reading the latest state
+    agent = local_copy(state) if K == 1 else jax.tree.map(lambda x: x[j], state)
+    return lambda obs: greedy_fn(agent.params, getattr(agent, "obs_norm", no_norm), obs)
+
+  steps_per_update = cfg.algorithm.steps_per_update
+  source = None
+
+  def close_source() -> None:
+    nonlocal source
+    if source is not None:
+      source.close()
+      source = None
+
+  try:
+    source = (_rollout_source(s, run, start_step) if algorithm.source == "rollouts"
+              else _actor_source(s, run, state, start_step))
+    for index in range(start_step // steps_per_update, cfg.algorithm.num_updates):  # the update's index
+      state_in, batch, metrics = source.next(state)
+      t0 = time.perf_counter()
+      with shutdown.deferred():  # the update, and its log row, evaluation and checkpoint: all or none
+        new_state, update_metrics = update_fn(state_in, batch)
+        update_metrics = jax.device_get(local_copy(update_metrics))
+        step = (index + 1) * steps_per_update
+        if run.non_finite(update_metrics):
+          return run.stop_non_finite(step, update_metrics)
+        state = new_state
+        metrics = dict(update_metrics, learn_time=time.perf_counter() - t0, **metrics)
+        source.published(state)
+        run.step(step, state, metrics, policy, final=index == cfg.algorithm.num_updates - 1)
+      shutdown.check(index)
+  except Interrupted as e:
+    close_source()  # before the checkpoint, so no actor writes to the tracker while it is saved
+    run.interrupted(state, e.signum)
+    return 128 + e.signum
+  except (ActorError, TimeoutError, DiskFullError) as e:
+    run.close()
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except Exception as e:
+    if distributed.lost(e):
+      close_source()
+      distributed.stop_lost(e, run)
+    raise
+  finally:
+    close_source()  # also when the learner itself raises: no actor thread outlives the run
+  run.finish()
+  return 0
+
+
+@main_guard
+def main(name: str, argv: list[str] | None = None) -> int:
+  """Parses `argv` (default: sys.argv[1:]) into the algorithm's composed config and trains."""
+  algorithm = registry.get(name)
+  config = parse(parse_type(algorithm), argv, description(algorithm))
+  return train(algorithm, config)
+
+
+def description(algorithm: Algorithm) -> str:
+  return (f"Train {algorithm.name} ({(algorithm.config.__doc__ or '').strip().splitlines()[0]}) on envpool. Writes "
+          "config.json, progress.csv, TensorBoard events and orbax checkpoints to the run directory; --resume RUN_DIR "
+          "continues a stopped run from its last checkpoint.")
