@@ -18,7 +18,7 @@ import numpy as np
 import tyro
 
 from algorithms import acting, normalize
-from algorithms.config import ConfigError, check_positive
+from algorithms.config import check_positive
 from harness.cli import UsageError, main_guard, parse
 from harness.restore import load_run
 from harness.run import agent_dir
@@ -46,9 +46,9 @@ class EvalConfig:
   def __post_init__(self):
     check_positive(self, "episodes", "video_episodes")
     if self.step is not None and self.step < 0:
-      raise ConfigError(f"--step must be non-negative, got {self.step}")
+      raise UsageError(f"--step must be non-negative, got {self.step}")
     if self.video_episodes > self.episodes:
-      raise ConfigError(f"--video-episodes {self.video_episodes} exceeds --episodes {self.episodes}")
+      raise UsageError(f"--video-episodes {self.video_episodes} exceeds --episodes {self.episodes}")
 
 
 def summarize(values: list[float]) -> dict:

@@ -11,8 +11,9 @@ import numbers
 from typing import Any
 
 
-class ConfigError(ValueError):
-  """A flag value or combination the user must change; the message names the flag."""
+class UsageError(ValueError):
+  """The one error type for what a user can fix: a flag value or combination, an env id, a path, a checkpoint. The
+  message names what to change; the entry points print it as one line and exit 2."""
 
 
 def flag(name: str) -> str:
@@ -33,7 +34,7 @@ def check_finite(config: Any) -> None:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
       check_finite(value)
     elif _non_finite(value):
-      raise ConfigError(f"{flag(field.name)} must be a finite number, got {value}")
+      raise UsageError(f"{flag(field.name)} must be a finite number, got {value}")
 
 
 def check_positive(config: Any, *names: str, allow_zero: tuple[str, ...] = ()) -> None:
@@ -44,10 +45,10 @@ def check_positive(config: Any, *names: str, allow_zero: tuple[str, ...] = ()) -
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       continue
     if _non_finite(value):
-      raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+      raise UsageError(f"{flag(name)} must be a finite number, got {value}")
     if value < 0 or (value == 0 and name not in allow_zero):
       kind = "non-negative" if name in allow_zero else "positive"
-      raise ConfigError(f"{flag(name)} must be {kind}, got {value}")
+      raise UsageError(f"{flag(name)} must be {kind}, got {value}")
 
 
 def check_range(config: Any, name: str, low: float, high: float) -> None:
@@ -55,6 +56,6 @@ def check_range(config: Any, name: str, low: float, high: float) -> None:
   if value is None:
     return
   if _non_finite(value):
-    raise ConfigError(f"{flag(name)} must be a finite number, got {value}")
+    raise UsageError(f"{flag(name)} must be a finite number, got {value}")
   if not low <= value <= high:
-    raise ConfigError(f"{flag(name)} must lie in [{low}, {high}], got {value}")
+    raise UsageError(f"{flag(name)} must lie in [{low}, {high}], got {value}")

@@ -19,11 +19,9 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import tyro
 
+from algorithms.config import UsageError  # noqa: F401  (the one error type for usage errors, re-exported)
+
 T = TypeVar("T")
-
-
-class UsageError(Exception):
-  """An error the user can fix by changing a flag, an env id, a path or a checkpoint."""
 
 
 def first_line(error: BaseException, limit: int = 200) -> str:
@@ -49,7 +47,7 @@ def _one_line(tyro_text: str) -> str:
     if rule(line) or line.startswith("For full helptext"):
       break
     body.append(line)
-  message = re.sub(r"^Error parsing (?!--)[\w.-]+: ", "", " ".join(body))  # a ConfigError from a group
+  message = re.sub(r"^Error parsing (?!--)[\w.-]+: ", "", " ".join(body))  # a UsageError from a group
   return message or "invalid arguments (see --help)"
 
 
@@ -147,7 +145,7 @@ def _describe(message: str, args: list[str], fields: dict[str, Any]) -> str:
 
 def parse(config_cls: type[T], argv: list[str] | None, description: str) -> T:
   """Parses argv into `config_cls`; `--help` prints every field's docstring. Bad flags exit 2 with one line."""
-  from algorithms.config import ConfigError, check_finite
+  from algorithms.config import check_finite
   args = sys.argv[1:] if argv is None else argv
   if any(a in ("-h", "--help") for a in args):
     return tyro.cli(config_cls, args=args, description=description)
@@ -158,7 +156,7 @@ def parse(config_cls: type[T], argv: list[str] | None, description: str) -> T:
     if dataclasses.is_dataclass(config):
       check_finite(config)  # every float flag of every group, whether or not its own checks look at it
     return config
-  except ConfigError as e:
+  except UsageError as e:
     fail(str(e))
   except SystemExit as e:
     if e.code in (0, None):
@@ -167,14 +165,13 @@ def parse(config_cls: type[T], argv: list[str] | None, description: str) -> T:
 
 
 def main_guard(main: Callable[..., int | None]) -> Callable[..., int | None]:
-  """Turns UsageError and ConfigError raised anywhere in `main` into one line and exit 2; a full disk (DiskFullError,
+  """Turns a UsageError raised anywhere in `main` into one line and exit 2; a full disk (DiskFullError,
   or an OSError with ENOSPC or EDQUOT from a write the harness does not wrap) into one line and exit 1."""
-  from algorithms.config import ConfigError
 
   def wrapped(*args, **kwargs):
     try:
       return main(*args, **kwargs)
-    except (UsageError, ConfigError) as e:
+    except UsageError as e:
       fail(str(e))
     except Exception as e:
       from harness.checkpoint import DiskFullError, no_space  # here: harness.checkpoint imports this module

@@ -20,7 +20,7 @@ from typing import Any
 
 import tyro
 
-from algorithms.config import ConfigError, check_finite, check_positive, flag
+from algorithms.config import UsageError, check_finite, check_positive, flag
 from harness import rundir
 
 
@@ -102,7 +102,7 @@ class RunSettings:
     check_positive(self, "checkpoint_every", "keep_checkpoints", "eval_episodes")
     check_positive(self, "eval_every", allow_zero=("eval_every",))
     if self.resume is not None and self.overwrite:
-      raise ConfigError("--resume and --overwrite exclude each other: drop one")
+      raise UsageError("--resume and --overwrite exclude each other: drop one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,7 @@ class ScaleSettings:
   def __post_init__(self):
     check_positive(self, "learner_devices", "actor_cpus", "queue_timeout", "num_processes", "heartbeat_timeout")
     if self.ray_address is not None and self.actor_device is not None:
-      raise ConfigError("--actor-device applies to local actors; Ray actors act on their own CPUs: drop one")
+      raise UsageError("--actor-device applies to local actors; Ray actors act on their own CPUs: drop one")
 
 
 GROUPS = ("environment", "algorithm", "source", "run", "scale_out")
@@ -155,17 +155,17 @@ class TrainConfig:
     src, scale = self.source, self.scale_out
     if isinstance(src, RolloutSettings):
       if src.num_env_workers > 1 and scale.ray_address is None:
-        raise ConfigError("--num-env-workers > 1 needs --ray-address (locally one envpool steps all envs; see "
+        raise UsageError("--num-env-workers > 1 needs --ray-address (locally one envpool steps all envs; see "
                           "--env-groups)")
       if scale.ray_address is not None and (src.num_seeds > 1 or src.env_groups > 1):
-        raise ConfigError("--ray-address runs one seed with one env group per worker: drop --num-seeds / "
+        raise UsageError("--ray-address runs one seed with one env group per worker: drop --num-seeds / "
                           "--env-groups")
       if src.num_seeds > 1 and self.run.track:
-        raise ConfigError("--track logs one W&B run per process: drop --track or use --num-seeds 1")
+        raise UsageError("--track logs one W&B run per process: drop --track or use --num-seeds 1")
       if src.num_seeds > 1 and scale.learner_devices > 1:
-        raise ConfigError("--num-seeds > 1 and --learner-devices > 1 exclude each other: drop one")
+        raise UsageError("--num-seeds > 1 and --learner-devices > 1 exclude each other: drop one")
       if src.num_seeds > 1 and src.env_groups > 1:
-        raise ConfigError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
+        raise UsageError("--env-groups > 1 and --num-seeds > 1 exclude each other: drop one")
 
   # -- sizes every part of the harness reads ------------------------------------------------------------------
   @property
@@ -198,13 +198,13 @@ class TrainConfig:
       for name, count in (("--learner-devices", scale.learner_devices), ("--num-env-workers", src.num_env_workers),
                           ("--env-groups", src.env_groups)):
         if algo.num_envs % count:
-          raise ConfigError(f"{name} {count} does not divide --num-envs {algo.num_envs}")
+          raise UsageError(f"{name} {count} does not divide --num-envs {algo.num_envs}")
     else:
       if algo.batch_trajectories % src.envs_per_actor:
-        raise ConfigError(f"--batch-trajectories {algo.batch_trajectories} is not a multiple of --envs-per-actor "
+        raise UsageError(f"--batch-trajectories {algo.batch_trajectories} is not a multiple of --envs-per-actor "
                           f"{src.envs_per_actor}")
       if algo.batch_trajectories % scale.learner_devices:
-        raise ConfigError(f"--learner-devices {scale.learner_devices} does not divide --batch-trajectories "
+        raise UsageError(f"--learner-devices {scale.learner_devices} does not divide --batch-trajectories "
                           f"{algo.batch_trajectories}")
       cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
       if src.num_actors > 4 * cores:

@@ -10,7 +10,7 @@ import pytest
 import tyro
 
 import run_ppo
-from algorithms.config import ConfigError, check_finite, check_positive, check_range
+from algorithms.config import UsageError, check_finite, check_positive, check_range
 from harness.cli import parse
 from harness.checkpoint import Checkpointer
 
@@ -189,12 +189,12 @@ def test_parse_describes_any_config(argv, line, capsys):
 
 def test_checks_refuse_nan():
   nan, inf = float("nan"), float("inf")
-  with pytest.raises(ConfigError, match="--rate must be a finite number, got nan"):
+  with pytest.raises(UsageError, match="--rate must be a finite number, got nan"):
     check_finite(_Toy(knobs=_Knobs(rate=nan)))
   for value in (nan, inf, -inf):  # NaN fails every comparison, so `value < 0` alone lets it through
-    with pytest.raises(ConfigError, match=f"--rate must be a finite number, got {value}"):
+    with pytest.raises(UsageError, match=f"--rate must be a finite number, got {value}"):
       check_positive(_Knobs(rate=value), "rate")
-    with pytest.raises(ConfigError, match=f"--rate must be a finite number, got {value}"):
+    with pytest.raises(UsageError, match=f"--rate must be a finite number, got {value}"):
       check_range(_Knobs(rate=value), "rate", 0.0, 1.0)
   check_finite(_Toy())
   check_positive(_Knobs(), "rate")

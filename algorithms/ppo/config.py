@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from algorithms.config import ConfigError, check_positive, check_range, flag
+from algorithms.config import UsageError, check_positive, check_range, flag
 
 # Per-family defaults: the reproduced PARL settings (shared/REFERENCE.md) for Atari and MuJoCo. Classic control
 # follows CleanRL's CartPole settings but with lr 1e-3, which reached a greedy 500 on CartPole-v1 within 200K steps
@@ -77,13 +77,13 @@ class PPOConfig:
     """Fills family defaults and checks the invariants that need them."""
     cfg = dataclasses.replace(self, **{k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None})
     if cfg.num_steps % cfg.num_minibatches:
-      raise ConfigError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide --num-steps "
+      raise UsageError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide --num-steps "
                         f"{cfg.num_steps} (each minibatch takes the same number of steps from every env)")
     if cfg.forward_chunks and cfg.minibatch_size % cfg.forward_chunks:
-      raise ConfigError(f"--forward-chunks {cfg.forward_chunks} does not divide the minibatch size "
+      raise UsageError(f"--forward-chunks {cfg.forward_chunks} does not divide the minibatch size "
                         f"({cfg.minibatch_size})")
     if cfg.total_timesteps < cfg.batch_size:
-      raise ConfigError(f"--total-timesteps {cfg.total_timesteps} is less than one rollout "
+      raise UsageError(f"--total-timesteps {cfg.total_timesteps} is less than one rollout "
                         f"(--num-envs x --num-steps = {cfg.batch_size})")
     return cfg
 
