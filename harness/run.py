@@ -9,7 +9,7 @@ import platform
 import signal
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
