@@ -35,7 +35,7 @@ from harness.checkpoint import DiskFullError  # TEMP-CHECK
 from harness.cli import UsageError, main_guard, parse
 from harness.config import RESUME_KEEPS, ActorSettings, parse_type
 from harness.run import BASE_COLUMNS, Run
-from harness.sources import ActorQueue, Rollouts
+from harness.sources import ActorQueue, Rollouts, columns
 
 
 class Interrupted(Exception):
@@ -217,10 +217,8 @@ def train(algorithm: Algorithm, config) -> int:
     print(header(s), flush=True)
   K = cfg.num_seeds
   init = lambda key: algorithm.init_state(cfg.algorithm, s.network, spec.obs_shape, key)  # noqa: E731
-  source_metrics = ((("actor_restarts",) if s.ray else ()) if algorithm.source == "rollouts"
-                    else ActorQueue.metrics_local + (("actor_restarts",) if s.ray else ()))
-  run = Run(cfg, spec, s.placement, s.resuming, init,
-            BASE_COLUMNS + list(algorithm.metrics) + ["learn_time"] + list(source_metrics))
+  fieldnames = BASE_COLUMNS + list(algorithm.metrics) + ["learn_time"] + list(columns(algorithm.source, bool(s.ray)))
+  run = Run(cfg, spec, s.placement, s.resuming, init, fieldnames)
   state, start_step = run.state, run.start_step
   devices = cfg.scale_out.learner_devices
   update_fn = lift(algorithm.make_update_fn(cfg.algorithm, s.network, spec.discrete, spec.image_obs,
@@ -254,6 +252,7 @@ def train(algorithm: Algorithm, config) -> int:
         update_metrics = jax.device_get(local_copy(update_metrics))
         step = (index + 1) * steps_per_update
         if run.non_finite(update_metrics):
+          shutdown.signum = None  # the run ends here, with no state to save: a signal changes nothing
           return run.stop_non_finite(step, update_metrics)
         state = new_state
         metrics = dict(update_metrics, learn_time=time.perf_counter() - t0, **metrics)

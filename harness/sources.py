@@ -22,6 +22,12 @@ from envs.rollout import Trajectory, concat_trajectories
 from harness import distributed
 
 
+def columns(source: str, ray: bool) -> tuple[str, ...]:
+  """The progress.csv columns a source of this kind ("rollouts" or "actors") adds to the update's metrics."""
+  own = () if source == "rollouts" else ("queue_size", "param_syncs", "policy_lag", "policy_lag_max")
+  return own + (("actor_restarts",) if ray else ())
+
+
 class TrajectorySource(Protocol):
   metrics: tuple[str, ...]
   """The columns `next` adds to progress.csv."""
@@ -42,7 +48,7 @@ class Rollouts:
 
   def __init__(self, rollout, device, normalize_obs: bool, ray: bool):
     self.rollout, self.device, self.normalize_obs, self.ray = rollout, device, normalize_obs, ray
-    self.metrics = ("actor_restarts",) if ray else ()
+    self.metrics = columns("rollouts", ray)
 
   def next(self, state):
     P, p = jax.process_count(), jax.process_index()
@@ -71,12 +77,10 @@ class ActorQueue:
   NOTE: the policy lag of a trajectory is the number of parameter versions published since the one it was acted
   with; the bounded queue keeps it within about `queue_size / actors + 1`.
   """
-  metrics_local = ("queue_size", "param_syncs", "policy_lag", "policy_lag_max")
-
   def __init__(self, make_pool, store: ParamStore, batch: int, timeout: float, version: int, ray: bool):
     self.store, self.batch, self.timeout, self.version, self.ray = store, batch, timeout, version, ray
     self.pool = make_pool(store).start()
-    self.metrics = self.metrics_local + (("actor_restarts",) if ray else ())
+    self.metrics = columns("actors", ray)
 
   def next(self, state):
     items, n = [], 0
