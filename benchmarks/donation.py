@@ -1,4 +1,5 @@
-"""What donating the learner state costs or saves on this backend, and GAE's scan rolled against unrolled.
+"""The GPU path's choices timed on the backend at hand: donating the learner state or not, GAE's scan rolled or
+unrolled, and a PPO Atari iteration with its frames kept on the acting device or buffered on the host.
 
     python -m benchmarks.donation                 # PPO MuJoCo and Atari settings, IMPALA Atari; 5 alternations
     python -m benchmarks.donation --repeats 9
@@ -6,7 +7,8 @@
 Every update runs on a fixed synthetic trajectory of the setting's shape (no envs: the update alone is timed),
 after compilation, alternating the two variants (A B, then B A) so both see the same machine state. Reports
 median seconds per update and the ratio donated / not donated (below 1: donation saves time). The GAE rows time
-the advantage computation alone, [128, 8] as in PPO's Atari setting.
+the advantage computation alone, [128, 8] as in PPO's Atari setting. The frames row times whole PPO Atari
+iterations (rollout of 8 x 128 Pong steps + update), frames kept on the device / buffered on the host.
 """
 from __future__ import annotations
 
@@ -112,16 +114,60 @@ def measure_gae(repeats: int, T: int = 128, N: int = 8, calls: int = 200) -> dic
               ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3))
 
 
+def measure_frames(repeats: int) -> dict:
+  import jax
+  import networks
+  from algorithms import acting, ppo
+  from algorithms.parallel import lift
+  from envs import EpisodeTracker, resolve_env
+  from envs.rollout import make_rollout
+  spec = resolve_env("Pong-v5", notify=False)
+  net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
+  cfg = ppo.PPOConfig().resolve("atari")
+  update = lift(ppo.make_update_fn(cfg, net, True, True))
+  act = acting.make_act_fn(net, True, False)
+  device = jax.devices()[0]
+  variants = {name: [make_rollout(spec, cfg.num_envs, cfg.num_steps, 1, 0, act, EpisodeTracker(cfg.num_envs),
+                                  obs_device=d), ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))]
+              for name, d in (("kept", device), ("host", None))}
+  times = {k: [] for k in variants}
+
+  def one(name):
+    rollout, state = variants[name]
+    t0 = time.perf_counter()
+    traj, (obs_norm, key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+    state, metrics = update(state.replace(obs_norm=obs_norm, actor_key=key), traj)
+    jax.block_until_ready((state, metrics))
+    variants[name][1] = state
+    return time.perf_counter() - t0
+
+  for name in variants:
+    one(name)  # compiles
+  for i in range(repeats):
+    for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
+      times[name].append(one(name))
+  for rollout, _ in variants.values():
+    rollout.close()
+  ratios = [a / b for a, b in zip(times["kept"], times["host"])]
+  return dict(what="PPO Atari iteration, frames kept on the device / on the host",
+              donated_s=round(statistics.median(times["kept"]), 3),
+              not_donated_s=round(statistics.median(times["host"]), 3), ratio=round(statistics.median(ratios), 3),
+              ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--setting", choices=SETTINGS, action="append", help="default: all")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--frames", action="store_true", help="also time PPO Atari iterations, frames kept or not")
   args = parser.parse_args(argv)
   from harness import xla
   xla.configure(image_obs=True)
   import jax
   from harness.run import hardware
   rows = [measure(s, args.repeats) for s in args.setting or SETTINGS] + [measure_gae(args.repeats)]
+  if args.frames:
+    rows.append(measure_frames(args.repeats))
   print(f"# machine: {hardware()}, jax {jax.__version__}, {args.repeats} alternations")
   print("| what | first variant (s) | second variant (s) | ratio first / second (median, min-max) |")
   print("|---|---|---|---|")

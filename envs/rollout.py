@@ -8,6 +8,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from envs.episodes import EpisodeTracker, derive_flags
@@ -58,11 +59,16 @@ class Rollout:
   With several env groups (one envpool each) the loop pipelines them: while the policy runs on one group's
   observations, the other groups simulate their last actions in envpool's C++ threads. One group is plain
   synchronous stepping. Both give the same kind of time-major batch, envs of group g in columns `slices[g]`.
+
+  With `obs_device` (image observations acting on the learner's accelerator), each step's observations are sent to
+  that device once, to act on, and kept there: the trajectory's `obs` is then a device array stacked from them,
+  which the update takes without sending the frames a second time.
   """
 
   def __init__(self, envs: list, spec: EnvSpec, num_steps: int, act_fn: ActFn, tracker: EpisodeTracker,
-               tracker_offset: int = 0):
+               tracker_offset: int = 0, obs_device=None):
     self.envs, self.spec, self.act_fn, self.tracker, self.num_steps = envs, spec, act_fn, tracker, num_steps
+    self.obs_device = obs_device
     sizes = [env.config["num_envs"] for env in envs]
     starts = np.cumsum([0] + sizes)
     self.slices = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
@@ -82,7 +88,8 @@ class Rollout:
     T, N, spec = self.num_steps, self.num_envs, self.spec
     a_cols = 1 if spec.discrete else spec.action_dim
     actions = np.zeros((T, N) + (() if spec.discrete else (a_cols,)), np.int32 if spec.discrete else np.float32)
-    obs_buf = np.zeros((T, N) + spec.obs_shape, np.uint8 if spec.obs_dtype == "uint8" else np.float32)
+    obs_buf = (np.zeros((T, N) + spec.obs_shape, np.uint8 if spec.obs_dtype == "uint8" else np.float32)
+               if self.obs_device is None else None)
     logp, values, rewards, terms, truncs, mask = (np.zeros((T, N), np.float32) for _ in range(6))
     low, high = spec.action_low, spec.action_high
 
@@ -95,14 +102,20 @@ class Rollout:
       self.reset_next[sl] = terminated | truncated
       self.obs[g] = self._cast(obs)
 
+    kept = [[None] * len(self.slices) for _ in range(T)] if self.obs_device is not None else None
     for t in range(T):
       for g, sl in enumerate(self.slices):
         if t > 0:
           receive(g, t - 1)  # this group simulated while the policy ran on the others
-        packed, carry = self.act_fn(params, carry, self.obs[g])
-        packed = np.asarray(packed)
-        obs_buf[t, sl] = self.obs[g] if packed.shape[1] == a_cols + 2 else packed[:, a_cols + 2:].reshape(
-            self.obs[g].shape)
+        if kept is None:
+          packed, carry = self.act_fn(params, carry, self.obs[g])
+          packed = np.asarray(packed)
+          obs_buf[t, sl] = self.obs[g] if packed.shape[1] == a_cols + 2 else packed[:, a_cols + 2:].reshape(
+              self.obs[g].shape)
+        else:  # raw observations only (images are not normalised)
+          kept[t][g] = jax.device_put(self.obs[g], self.obs_device)
+          packed, carry = self.act_fn(params, carry, kept[t][g])
+          packed = np.asarray(packed)
         logp[t, sl], values[t, sl] = packed[:, a_cols], packed[:, a_cols + 1]
         if spec.discrete:
           actions[t, sl] = env_action = packed[:, 0].astype(np.int32)
@@ -113,6 +126,8 @@ class Rollout:
         self.envs[g].send(env_action)
     for g in range(len(self.slices)):
       receive(g, T - 1)
+    if kept is not None:
+      obs_buf = jnp.stack([row[0] if len(row) == 1 else jnp.concatenate(row) for row in kept])
     traj = Trajectory(obs=obs_buf, actions=actions, logp=logp, values=values, rewards=rewards,
                       terminations=terms, truncations=truncs, mask=mask, last_obs=np.concatenate(self.obs))
     return traj, carry
@@ -123,11 +138,11 @@ class Rollout:
 
 
 def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed: int, act_fn: ActFn,
-                 tracker: EpisodeTracker, tracker_offset: int = 0) -> Rollout:
+                 tracker: EpisodeTracker, tracker_offset: int = 0, obs_device=None) -> Rollout:
   """`groups` envpools of `num_envs / groups` envs each, with distinct env seeds."""
   size = num_envs // groups
   envs = [make_env(spec.env_id, size, seed=seed + g * size) for g in range(groups)]
-  return Rollout(envs, spec, num_steps, act_fn, tracker, tracker_offset)
+  return Rollout(envs, spec, num_steps, act_fn, tracker, tracker_offset, obs_device)
 
 
 @dataclasses.dataclass

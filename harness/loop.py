@@ -175,7 +175,7 @@ def _rollout_source(s: Setup, run: Run, start_step: int) -> Rollouts:
     n = K * cfg.num_envs // P  # this process's envs: [p * n, (p + 1) * n) of the group's
     act_fn = acting.make_act_fn(s.network, spec.discrete, normalize_obs, num_agents=K)
     rollout = make_rollout(spec, n, cfg.algorithm.num_steps, cfg.source.env_groups, seed + p * n, act_fn,
-                           run.tracker, tracker_offset=p * n)
+                           run.tracker, tracker_offset=p * n, obs_device=s.placement.frames_device(spec.image_obs))
   return Rollouts(rollout, s.placement.actor, normalize_obs, ray=s.ray is not None)
 
 

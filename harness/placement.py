@@ -32,6 +32,13 @@ class Placement:
   learner: tuple  # this process's learner devices
   actor: object   # the device the policy acts on
 
+  def frames_device(self, image_obs: bool):
+    """Where a synchronous rollout keeps the frames it acted on (`envs.rollout.Rollout`'s `obs_device`): the
+    accelerator when the policy acts on the one learner device (frames then cross to it once, not twice); None,
+    host memory, otherwise (the CPU: nothing to save; several learner devices: the update splits the batch)."""
+    one = len(self.learner) == 1 and jax.process_count() == 1 and self.actor == self.learner[0]
+    return self.actor if image_obs and one and self.actor.platform != "cpu" else None
+
   def describe(self) -> dict:
     return dict(learner_devices=[name(d) for d in self.learner], actor_device=name(self.actor))
 

@@ -231,3 +231,30 @@ def test_gpu_runs_learn_on_the_gpu(tmp_path, script, args):
   result = _result(tmp_path / "r")
   assert result["learner_devices"] == ["gpu:0"]
   assert result["actor_device"] == ("gpu:0" if "Pong" in args[1] else "cpu:0")
+
+
+def test_rollout_keeps_frames_on_the_acting_device():
+  """With `obs_device` a Pong rollout sends each step's frames to the device once and stacks them there: the same
+  trajectory as the host-buffered rollout (same seeds, parameters and key), its `obs` a device array. Placement
+  asks for it only on an accelerator that is also the one learner device."""
+  import networks
+  from algorithms import acting, normalize, ppo
+  from envs import EpisodeTracker, resolve_env
+  from envs.rollout import make_rollout
+  from harness.placement import Placement
+  spec = resolve_env("Pong-v5")
+  net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
+  state = ppo.init_state(ppo.PPOConfig().resolve("atari"), net, spec.obs_shape, jax.random.PRNGKey(0))
+  act = acting.make_act_fn(net, True, False)
+  cpu0 = jax.devices()[0]
+  trajs = []
+  for device in (None, cpu0):
+    rollout = make_rollout(spec, 4, 6, 2, 3, act, EpisodeTracker(4), obs_device=device)
+    trajs.append(rollout.collect(state.params, (normalize.init(()), jax.random.PRNGKey(1)))[0])
+    rollout.close()
+  host, kept = trajs
+  assert isinstance(host.obs, np.ndarray) and isinstance(kept.obs, jax.Array)
+  assert kept.obs.devices() == {cpu0} and kept.obs.shape == host.obs.shape == (6, 4) + spec.obs_shape
+  for a, b in zip(jax.tree.leaves(host), jax.tree.leaves(kept)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert Placement((cpu0,), cpu0).frames_device(True) is None  # on the CPU there is no second transfer to save
