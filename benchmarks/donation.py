@@ -16,6 +16,7 @@ import argparse
 import statistics
 import sys
 import time
+from typing import Callable
 
 SETTINGS = ("ppo_mujoco", "ppo_atari", "impala_atari")
 
@@ -62,29 +63,39 @@ def _variants(setting: str):
   return {"donated": [make(True), init()], "not donated": [make(False), init()]}, traj
 
 
+def alternate(what: str, first: tuple[str, Callable[[], float]], second: tuple[str, Callable[[], float]],
+              repeats: int, digits: int = 4) -> dict:
+  """Times two variants (each a call returning its seconds) after one untimed call each (compilation), A B then
+  B A for `repeats` rounds; the row holds both medians and the per-pair ratio first / second (median, min, max)."""
+  variants = dict([first, second])
+  times = {name: [] for name in variants}
+  for fn in variants.values():
+    fn()
+  for i in range(repeats):
+    for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):  # no variant always first
+      times[name].append(variants[name]())
+  a, b = times[first[0]], times[second[0]]
+  ratios = [x / y for x, y in zip(a, b)]
+  return dict(what=what, first_s=round(statistics.median(a), digits), second_s=round(statistics.median(b), digits),
+              ratio=round(statistics.median(ratios), 3), ratio_min=round(min(ratios), 3),
+              ratio_max=round(max(ratios), 3))
+
+
 def measure(setting: str, repeats: int) -> dict:
   import jax
   variants, traj = _variants(setting)
-  times = {k: [] for k in variants}
 
-  def one(name):
-    update, state = variants[name]
-    t0 = time.perf_counter()
-    state, metrics = update(state, traj)
-    jax.block_until_ready((state, metrics))
-    variants[name][1] = state
-    return time.perf_counter() - t0
+  def timed(name):
+    def one():
+      update, state = variants[name]
+      t0 = time.perf_counter()
+      state, metrics = update(state, traj)
+      jax.block_until_ready((state, metrics))
+      variants[name][1] = state
+      return time.perf_counter() - t0
+    return name, one
 
-  for name in variants:
-    one(name)  # compiles
-  for i in range(repeats):
-    for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):  # A B, B A: no variant always first
-      times[name].append(one(name))
-  d, n = statistics.median(times["donated"]), statistics.median(times["not donated"])
-  ratios = [a / b for a, b in zip(times["donated"], times["not donated"])]
-  return dict(what=f"{setting} update", donated_s=round(d, 4), not_donated_s=round(n, 4),
-              ratio=round(statistics.median(ratios), 3), ratio_min=round(min(ratios), 3),
-              ratio_max=round(max(ratios), 3))
+  return alternate(f"{setting} update, donated / not donated", timed("donated"), timed("not donated"), repeats)
 
 
 def measure_gae(repeats: int, T: int = 128, N: int = 8, calls: int = 200) -> dict:
@@ -94,24 +105,20 @@ def measure_gae(repeats: int, T: int = 128, N: int = 8, calls: int = 200) -> dic
   rng = np.random.default_rng(0)
   r, term = rng.normal(size=(T, N)).astype(np.float32), (rng.random((T, N)) < 0.01).astype(np.float32)
   v, trunc = rng.normal(size=(T + 1, N)).astype(np.float32), np.zeros((T, N), np.float32)
-  # NOTE: keyed by name: as dict keys, 1 and True are the same key
-  fns = {name: jax.jit(lambda r, v, te, tr, u=u: gae_batch(r, v, te, tr, 0.99, 0.95, u))
-         for name, u in (("unrolled", True), ("rolled", 1))}
   args = [jax.device_put(x) for x in (r, v, term, trunc)]
-  times = {u: [] for u in fns}
-  for f in fns.values():
-    jax.block_until_ready(f(*args))
-  for i in range(repeats):
-    for u, f in (list(fns.items()) if i % 2 == 0 else list(fns.items())[::-1]):
+
+  def timed(name, unroll):
+    fn = jax.jit(lambda r, v, te, tr: gae_batch(r, v, te, tr, 0.99, 0.95, unroll))
+
+    def one():
       t0 = time.perf_counter()
       for _ in range(calls):
-        out = f(*args)
+        out = fn(*args)
       jax.block_until_ready(out)
-      times[u].append((time.perf_counter() - t0) / calls)
-  ratios = [a / b for a, b in zip(times["unrolled"], times["rolled"])]
-  return dict(what=f"GAE [{T}, {N}] unrolled / rolled", donated_s=round(statistics.median(times["unrolled"]), 6),
-              not_donated_s=round(statistics.median(times["rolled"]), 6), ratio=round(statistics.median(ratios), 3),
-              ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3))
+      return (time.perf_counter() - t0) / calls
+    return name, one
+
+  return alternate(f"GAE [{T}, {N}], unrolled / rolled", timed("unrolled", True), timed("rolled", 1), repeats, 6)
 
 
 def measure_frames(repeats: int) -> dict:
@@ -126,33 +133,29 @@ def measure_frames(repeats: int) -> dict:
   cfg = ppo.PPOConfig().resolve("atari")
   update = lift(ppo.make_update_fn(cfg, net, True, True))
   act = acting.make_act_fn(net, True, False)
-  device = jax.devices()[0]
-  variants = {name: [make_rollout(spec, cfg.num_envs, cfg.num_steps, 1, 0, act, EpisodeTracker(cfg.num_envs),
-                                  obs_device=d), ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))]
-              for name, d in (("kept", device), ("host", None))}
-  times = {k: [] for k in variants}
+  rollouts = []
 
-  def one(name):
-    rollout, state = variants[name]
-    t0 = time.perf_counter()
-    traj, (obs_norm, key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
-    state, metrics = update(state.replace(obs_norm=obs_norm, actor_key=key), traj)
-    jax.block_until_ready((state, metrics))
-    variants[name][1] = state
-    return time.perf_counter() - t0
+  def timed(name, device):
+    rollout = make_rollout(spec, cfg.num_envs, cfg.num_steps, 1, 0, act, EpisodeTracker(cfg.num_envs),
+                           obs_device=device)
+    rollouts.append(rollout)
+    holder = [ppo.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))]
 
-  for name in variants:
-    one(name)  # compiles
-  for i in range(repeats):
-    for name in (list(variants) if i % 2 == 0 else list(variants)[::-1]):
-      times[name].append(one(name))
-  for rollout, _ in variants.values():
-    rollout.close()
-  ratios = [a / b for a, b in zip(times["kept"], times["host"])]
-  return dict(what="PPO Atari iteration, frames kept on the device / on the host",
-              donated_s=round(statistics.median(times["kept"]), 3),
-              not_donated_s=round(statistics.median(times["host"]), 3), ratio=round(statistics.median(ratios), 3),
-              ratio_min=round(min(ratios), 3), ratio_max=round(max(ratios), 3))
+    def one():
+      state = holder[0]
+      t0 = time.perf_counter()
+      traj, (obs_norm, key) = rollout.collect(state.params, (state.obs_norm, state.actor_key))
+      holder[0], metrics = update(state.replace(obs_norm=obs_norm, actor_key=key), traj)
+      jax.block_until_ready((holder[0], metrics))
+      return time.perf_counter() - t0
+    return name, one
+
+  try:
+    return alternate("PPO Atari iteration, frames kept on the device / on the host",
+                     timed("kept", jax.devices()[0]), timed("host", None), repeats, 3)
+  finally:
+    for rollout in rollouts:
+      rollout.close()
 
 
 def main(argv=None) -> int:
@@ -169,11 +172,10 @@ def main(argv=None) -> int:
   if args.frames:
     rows.append(measure_frames(args.repeats))
   print(f"# machine: {hardware()}, jax {jax.__version__}, {args.repeats} alternations")
-  print("| what | first variant (s) | second variant (s) | ratio first / second (median, min-max) |")
+  print("| what (first / second) | first (s) | second (s) | ratio first / second (median, min-max) |")
   print("|---|---|---|---|")
   for r in rows:
-    print(f"| {r['what']} | {r['donated_s']} | {r['not_donated_s']} | {r['ratio']} ({r['ratio_min']}-"
-          f"{r['ratio_max']}) |")
+    print(f"| {r['what']} | {r['first_s']} | {r['second_s']} | {r['ratio']} ({r['ratio_min']}-{r['ratio_max']}) |")
   return 0
 
 
