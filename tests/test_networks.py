@@ -3,6 +3,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import networks
@@ -92,3 +93,21 @@ def test_impala_resnet_has_15_convs_and_the_right_shapes():
              if "kernel" in jax.tree_util.keystr(path) and p.ndim == 4]
   assert len(kernels) == 15
   assert sorted({k.shape[-1] for k in kernels}) == [16, 32]
+
+
+def test_parl_atari_shapes_and_its_dense_layer_is_the_11x11_valid_conv():
+  """PARL's IMPALA network on 42x42 frames: 42 -> 21 -> 11 after the two padded convs, then 256 units; the dense
+  layer over the flattened 11x11x32 map computes what PARL's 11x11 "valid" conv computes (same kernel, reshaped)."""
+  net = networks.make_network("parl_atari", discrete=True, image_obs=True, action_dim=6)
+  obs = jax.random.randint(jax.random.PRNGKey(0), (3, 4, 42, 42), 0, 256).astype(jnp.uint8)
+  params = net.init(jax.random.PRNGKey(1), obs)
+  logits, value = net.apply(params, obs)
+  assert logits.shape == (3, 6) and value.shape == (3,)
+  p = params["params"]
+  assert p["Conv_0"]["kernel"].shape == (4, 4, 4, 16) and p["Conv_1"]["kernel"].shape == (4, 4, 16, 32)
+  assert p["Dense_0"]["kernel"].shape == (11 * 11 * 32, 256)
+  x = jax.random.normal(jax.random.PRNGKey(2), (3, 11, 11, 32))
+  dense = x.reshape(3, -1) @ p["Dense_0"]["kernel"]
+  conv = jax.lax.conv_general_dilated(x, p["Dense_0"]["kernel"].reshape(11, 11, 32, 256), (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(np.asarray(conv).reshape(3, 256), np.asarray(dense), rtol=1e-4, atol=1e-4)
