@@ -37,6 +37,11 @@ def check_finite(config: Any) -> None:
       raise UsageError(f"{flag(field.name)} must be a finite number, got {value}")
 
 
+def fill_defaults(config: Any, defaults: dict) -> Any:
+  """`config` with each field that is None set from `defaults` (an env family's table), the others kept."""
+  return dataclasses.replace(config, **{k: v for k, v in defaults.items() if getattr(config, k) is None})
+
+
 def check_positive(config: Any, *names: str, allow_zero: tuple[str, ...] = ()) -> None:
   for name in names:
     value = getattr(config, name)

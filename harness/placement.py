@@ -55,9 +55,10 @@ def parse_device(spec: str):
 def place(actor_device: str | None, image_obs: bool, num_learner_devices: int) -> Placement:
   """The run's placement (see the module docstring). Call after `jax.distributed` is initialised."""
   local = jax.local_devices()
-  if num_learner_devices > len(local):
-    raise UsageError(f"--learner-devices {num_learner_devices}: only {len(local)} local devices here")
-  learner = tuple(learner_devices(num_learner_devices))
+  try:
+    learner = tuple(learner_devices(num_learner_devices))
+  except ValueError:
+    raise UsageError(f"--learner-devices {num_learner_devices}: only {len(local)} local devices here") from None
   if actor_device is not None:
     actor = parse_device(actor_device)
   elif not image_obs and local[0].platform != "cpu":

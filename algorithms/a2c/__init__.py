@@ -15,7 +15,7 @@ import optax
 from flax import struct
 
 from algorithms import normalize
-from algorithms.config import check_positive, check_range
+from algorithms.config import check_positive, check_range, fill_defaults
 from algorithms.gae import gae_batch, scan_unroll
 from algorithms.parallel import all_sum, value_and_grad
 from algorithms.ppo import split_agents
@@ -60,7 +60,7 @@ class A2CConfig:
     check_range(self, "gae_lambda", 0.0, 1.0)
 
   def resolve(self, family: str) -> "A2CConfig":
-    return dataclasses.replace(self, **{k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None})
+    return fill_defaults(self, FAMILY_DEFAULTS[family])
 
   @property
   def steps_per_update(self) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from algorithms.config import UsageError, check_positive, check_range
+from algorithms.config import UsageError, check_positive, check_range, fill_defaults
 
 # The IMPALA paper's Atari settings (shared/REFERENCE.md), the actor layout (harness) scaled to one machine. Classic
 # control: lr 1e-2, which took CartPole-v1 to a greedy 500 (training 477-493) within 400K steps for 4 of 4 seeds,
@@ -57,7 +57,7 @@ class ImpalaConfig:
     check_range(self, "vtrace_lambda", 0.0, 1.0)
 
   def resolve(self, family: str) -> "ImpalaConfig":
-    cfg = dataclasses.replace(self, **{k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None})
+    cfg = fill_defaults(self, FAMILY_DEFAULTS[family])
     if cfg.total_timesteps < cfg.steps_per_update:
       raise UsageError(f"--total-timesteps {cfg.total_timesteps} is less than one update "
                         f"(--unroll-length x --batch-trajectories = {cfg.steps_per_update})")

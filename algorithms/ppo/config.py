@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from algorithms.config import UsageError, check_positive, check_range, flag
+from algorithms.config import UsageError, check_positive, check_range, fill_defaults, flag
 
 # Per-family defaults: the reproduced PARL settings (shared/REFERENCE.md) for Atari and MuJoCo. Classic control
 # follows CleanRL's CartPole settings but with lr 1e-3, which reached a greedy 500 on CartPole-v1 within 200K steps
@@ -75,7 +75,7 @@ class PPOConfig:
 
   def resolve(self, family: str) -> "PPOConfig":
     """Fills family defaults and checks the invariants that need them."""
-    cfg = dataclasses.replace(self, **{k: v for k, v in FAMILY_DEFAULTS[family].items() if getattr(self, k) is None})
+    cfg = fill_defaults(self, FAMILY_DEFAULTS[family])
     if cfg.num_steps % cfg.num_minibatches:
       raise UsageError(f"{flag('num_minibatches')} {cfg.num_minibatches} does not divide --num-steps "
                         f"{cfg.num_steps} (each minibatch takes the same number of steps from every env)")
