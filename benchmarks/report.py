@@ -8,7 +8,11 @@ For each suite (and each shortened variant SUITE@STEPS) it writes benchmarks/res
     games) and greedy evaluation return (each seed's last evaluation), wall time, steps/s and hardware, with the
     published reference columns and a verdict (>=, within 10%, below) of the training return against the suite's
     main reference; shortened runs get no verdict;
-  * learning curves, one panel per env: mean and +-std band over seeds of the training return;
+  * time to score: per env and target return (Pong 18, else the main reference's level), the first wall time and
+    agent step at which each seed's training return reaches it, mean +- std over seeds, beside the reference's time
+    and hardware;
+  * learning curves, one column per env: mean and +-std band over seeds of the training return against agent
+    steps, and each seed's against wall time;
   * the training-time table: per env and execution mode (seeds vmapped in one process, one process per seed), wall
     time per process and per seed, agent steps/s.
 The protocol is stated under every table.
@@ -104,10 +108,41 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
                                         f"{suite.verdict_against}."),
             f"Hardware: {'; '.join(sorted(hardware)) or 'n/a'}.", "", "References: " + "; ".join(
                 f"{c}: {SOURCES[c]}" for c in refs) + ".", ""]
+  lines += score_time_table(suite, agents)
   lines += time_table(agents)
   if figure:
     lines += ["", f"![{name} learning curves]({figure})"]
   return "\n".join(lines) + "\n"
+
+
+def time_to_score(agent: AgentRun, target: float) -> tuple[float, int] | None:
+  """(wall time in s, agent step) of the first logged row whose training return (mean of the last 100 games) is
+  at least `target`; None if none is yet."""
+  hit = np.nonzero(agent.train_return >= target)[0]  # NaN rows compare False
+  return None if hit.size == 0 else (float(agent.walltime[hit[0]]), int(agent.steps[hit[0]]))
+
+
+def score_time_table(suite: Suite, agents: list[AgentRun]) -> list[str]:
+  """Per env and target: how many seeds reached it, and their first wall time and agent step (mean ± std over those
+  seeds), beside the reference's time and hardware. Unfinished runs count once they reach it."""
+  refs = [c for c in suite.reference_times]
+  lines = ["Time to score (first log row whose training return, the mean of the last 100 games, reaches the target;"
+           " wall time from the run's start, across resumes):", "",
+           "| env | target | seeds reached | wall time | agent steps | " + " | ".join(refs) + (" |" if refs else "|"),
+           "|---|---|---|---|---|" + "---|" * len(refs)]
+  rows = 0
+  for env in suite.envs:
+    runs = [a for a in agents if a.env == env and len(a.steps)]
+    for target in suite.score_targets(env) if runs else ():
+      hits = [t for t in (time_to_score(a, target) for a in runs) if t is not None]
+      walls, steps = [w / 60 for w, _ in hits], [s for _, s in hits]
+      cell = lambda xs, unit: "n/a" if not xs else (  # noqa: E731
+          f"{np.mean(xs):,.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:,.1f}{unit}")
+      row = [env, f"{target:g}", f"{len(hits)} of {len(runs)}", cell(walls, " min"),
+             cell([s / 1e6 for s in steps], "M")] + [suite.reference_times[c].get(env, "–") for c in refs]
+      lines.append("| " + " | ".join(row) + " |")
+      rows += 1
+  return lines + [""] if rows else []
 
 
 def time_table(agents: list[AgentRun]) -> list[str]:
@@ -128,7 +163,9 @@ def time_table(agents: list[AgentRun]) -> list[str]:
 
 
 def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
-  """Writes the learning-curve figure of the finished runs; False (and no file) when there are none."""
+  """Writes the learning-curve figure of the finished runs; False (and no file) when there are none. One column
+  per env: the training return against agent steps (mean and ±std band over seeds) above the same against wall
+  time (one line per seed, whose wall times differ)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -139,9 +176,10 @@ def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
   if not envs:
     return False
   cols = min(4, len(envs))
-  rows = (len(envs) + cols - 1) // cols
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
-  for ax, env in zip(axes.flat, envs):
+  blocks = (len(envs) + cols - 1) // cols
+  fig, axes = plt.subplots(2 * blocks, cols, figsize=(3.2 * cols, 2.4 * 2 * blocks), squeeze=False)
+  for i, env in enumerate(envs):
+    ax, ax_wall = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
     runs = [a for a in agents if a.env == env and len(a.steps)]
     grid = np.unique(np.concatenate([a.steps for a in runs]))
     ys = np.stack([np.interp(grid, a.steps, a.train_return, left=np.nan, right=np.nan) for a in runs])
@@ -150,15 +188,22 @@ def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
       mean, std = np.nanmean(ys, axis=0), np.nanstd(ys, axis=0)
     ax.plot(grid, mean, lw=1.3)
     ax.fill_between(grid, mean - std, mean + std, alpha=0.25)
+    for a in runs:
+      ax_wall.plot(a.walltime / 60, a.train_return, lw=1.0, label=f"seed {a.seed}")
     ref = suite.reference(suite.verdict_against, env)
-    if ref is not None:
-      ax.axhline(ref, color="gray", ls="--", lw=0.8)
+    for a_, xlabel in ((ax, "agent steps"), (ax_wall, "wall time (min)")):
+      if ref is not None:
+        a_.axhline(ref, color="gray", ls="--", lw=0.8)
+      a_.set_xlabel(xlabel, fontsize=7)
+      a_.tick_params(labelsize=7)
+      a_.grid(alpha=0.3)
     ax.set_title(f"{env} ({len(runs)} seeds)", fontsize=9)
-    ax.tick_params(labelsize=7)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-    ax.grid(alpha=0.3)
-  for ax in list(axes.flat)[len(envs):]:
-    ax.axis("off")
+    if len(runs) <= 5:
+      ax_wall.legend(fontsize=6)
+  for j in range(len(envs), blocks * cols):
+    axes[2 * (j // cols), j % cols].axis("off")
+    axes[2 * (j // cols) + 1, j % cols].axis("off")
   fig.suptitle(f"{name}: training return, mean ± std over seeds (dashed: {suite.verdict_against})", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=70)

@@ -28,11 +28,26 @@ class Suite:
   verdict_against: str           # the reference column the verdict compares with
   flags: tuple[str, ...] = ()    # extra run flags shared by every run of the suite
   seeds_per_process: int | None = None  # PPO seeds vmapped per process by default (None: all)
+  targets: dict = dataclasses.field(default_factory=dict)  # env -> training returns whose first time is reported
+  reference_times: dict = dataclasses.field(default_factory=dict)  # column -> {env: published time and hardware}
 
   def reference(self, column: str, env: str):
     return self.references.get(column, {}).get(env)
 
+  def score_targets(self, env: str) -> tuple:
+    """The training returns whose first wall time and agent step the report gives: the suite's own for the env
+    (Pong: 18), else the main reference's level."""
+    if env in self.targets:
+      return tuple(self.targets[env])
+    ref = self.reference(self.verdict_against, env)
+    return () if ref is None else (ref,)
 
+
+_PONG = {"Pong-v5": (18,)}  # PARL's IMPALA: "18-19"; the level every Pong time-to-score here is measured at
+_PARL_IMPALA_TIMES = {"PARL": {
+    "Pong-v5": "7-10 min (1 P40 GPU learner, 32 CPU actors x 5 envs)",
+    **{env: "within 1 h, ~29M steps (1 P40 GPU learner, 32 CPU actors x 5 envs)"
+       for env in ("Breakout-v5", "BeamRider-v5", "Qbert-v5", "SpaceInvaders-v5")}}}
 _ATARI_PROTOCOL = ("Atari -v5 with no sticky actions, up to 30 no-op starts, frame skip 4, episodic life and reward "
                    "clipping in training only; return = raw game score of whole games")
 _MUJOCO_PROTOCOL = "MuJoCo -v4 (gym -v2 in PARL's runs); return = undiscounted episode return"
@@ -66,6 +81,9 @@ SUITES = {
         },
         verdict_against="PPO paper",
         flags=("--eval-episodes", "10"),
+        targets={"Pong-v5": (18, 20)},
+        reference_times={"PARL": {"Pong-v5": "10M steps in 61.67 h locally, 29.05 h distributed (8 envs)",
+                                  "Breakout-v5": "10M steps in 578.05 h locally, 476.2 h distributed (8 envs)"}},
         # NOTE: on XLA:CPU an iteration of 3 vmapped Nature-CNN agents took 6.3x one agent's (benchmarks/RESULTS.md),
         # so seeds get their own processes by default; on a GPU, try --seeds-per-process 3.
         seeds_per_process=1,
@@ -82,7 +100,33 @@ SUITES = {
                              "SpaceInvaders-v5": 1726},
         },
         verdict_against="PARL",
-        flags=("--eval-episodes", "10"),
+        # NOTE: the IMPALA paper's setting (84x84, Nature CNN, RMSProp); impala_pong runs PARL's, the default.
+        flags=("--preset", "paper", "--eval-episodes", "10"),
+        targets=_PONG,
+        reference_times=_PARL_IMPALA_TIMES,
+    ),
+    "impala_pong": Suite(
+        algo="impala",
+        envs=("Pong-v5",),
+        # NOTE: the first 5M steps of `python run_impala.py` (default 10M): PARL's learning rate steps at learner
+        # updates, not at fractions of the run, so the shortened run is the default run until it stops.
+        total_timesteps=5_000_000,
+        protocol=_ATARI_PROTOCOL + "; PARL's IMPALA setting (run_impala.py's default: 42x42 frames, parl_atari)",
+        references={"PARL": {"Pong-v5": 18.5}},
+        verdict_against="PARL",
+        targets=_PONG,
+        reference_times=_PARL_IMPALA_TIMES,
+    ),
+    "ppo_pong": Suite(
+        algo="ppo",
+        envs=("Pong-v5",),
+        # NOTE: the main job, `python run_ppo.py` (defaults: Pong, PARL's PPO settings), one seed to 10M steps.
+        total_timesteps=10_000_000,
+        protocol=_ATARI_PROTOCOL + "; run_ppo.py's defaults (PARL's PPO settings)",
+        references={"PARL": {"Pong-v5": 21}, "PPO paper": {"Pong-v5": 20.7}},
+        verdict_against="PPO paper",
+        targets={"Pong-v5": (18, 20)},
+        reference_times={"PARL": {"Pong-v5": "10M steps in 61.67 h locally, 29.05 h distributed (8 envs)"}},
     ),
     # Small suites for quick checks on any machine (minutes on 2 CPU cores).
     "ppo_classic": Suite(

@@ -24,7 +24,8 @@ SETTINGS = {
     # The reproduced PARL settings (shared/REFERENCE.md).
     "mujoco": dict(env="HalfCheetah-v4"),
     "atari": dict(env="Pong-v5"),
-    # IMPALA's defaults (2 actor threads x 16 envs, unroll 20, batch 32) against PPO's Atari setting, same network.
+    # IMPALA's Atari default (PARL's setting: 42x42 frames, parl_atari, unroll 50 x batch 20, 5 envs per actor;
+    # `--preset paper` for the paper's) against raw envpool with the same frames and envs, and PPO's Atari setting.
     "impala": dict(env="Pong-v5"),
 }
 
@@ -124,30 +125,36 @@ def measure(setting: str, repeats: int, num_seeds: tuple[int, ...] = (1,), **ove
   return rows
 
 
-def measure_impala(repeats: int, updates: int = 8) -> dict:
-  """IMPALA learner steps/s against raw envpool (same env count) and one PPO iteration, alternating per repeat."""
+def measure_impala(repeats: int, updates: int = 8, preset: str = "parl", with_ppo: bool = True,
+                   **source) -> dict:
+  """IMPALA training steps/s against raw envpool (random actions, the same frame size and env count in one envpool)
+  and, with `with_ppo`, one PPO iteration, alternating per repeat. `source` overrides the actor layout
+  (num_actors, envs_per_actor)."""
   from harness import xla
   from envs import resolve_env
-  spec = resolve_env("Pong-v5")
-  xla.configure(spec.image_obs)
+  xla.configure(True)
   import jax
   import networks
   from algorithms import acting, impala, normalize
   from algorithms import registry
-  from harness.config import config_class
+  from harness.config import ActorSettings, config_class
+  from algorithms.impala import ImpalaConfig
   from algorithms.parallel import lift
   from envs import EpisodeTracker, make_env
   from envs.actors import ActorPool, ParamStore
   from envs.rollout import concat_trajectories, make_rollout
 
-  cfg = config_class(registry.get("impala"))().resolve(spec.family, "nature_cnn")
+  spec = resolve_env("Pong-v5")
+  cfg = config_class(registry.get("impala"))(algorithm=ImpalaConfig(preset=preset), source=ActorSettings(**source))
+  cfg = cfg.resolve(spec.family, networks.default_network(True, True))
+  spec = resolve_env("Pong-v5", frame_size=cfg.environment.frame_size)
   actors, hp = cfg.source, cfg.algorithm
-  net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=spec.action_dim)
+  net = networks.make_network(cfg.environment.network, discrete=True, image_obs=True, action_dim=spec.action_dim)
   state = impala.init_state(hp, net, spec.obs_shape, jax.random.PRNGKey(0))
   update = lift(impala.make_update_fn(hp, net, True, True))
   act = acting.make_act_fn(net, True, False)
   tracker = EpisodeTracker(cfg.num_envs)
-  raw_env = make_env(spec.env_id, cfg.num_envs, 1)
+  raw_env = make_env(spec.env_id, cfg.num_envs, 1, frame_size=spec.frame_size)
 
   def make_actor(i):
     return (make_rollout(spec, actors.envs_per_actor, hp.unroll_length, 1, 100 * i, act, tracker,
@@ -156,7 +163,7 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
   def impala_phase(state, n):
     store = ParamStore(state.params, int(state.update), jax.devices()[0])
     pool = ActorPool(make_actor, actors.num_actors, store, actors.queue_size).start()
-    times, learn = [], 0.0
+    times, learn, wait = [], 0.0, 0.0
     try:
       for k in range(n + 1):  # the first update of a phase waits for actors to start: not timed
         t0 = time.perf_counter()
@@ -172,27 +179,34 @@ def measure_impala(repeats: int, updates: int = 8) -> dict:
         if k:
           times.append(time.perf_counter() - t0)
           learn += time.perf_counter() - t1
+          wait += t1 - t0
     finally:
       pool.stop()
-    return state, hp.steps_per_update * n / sum(times), learn / n
+    return state, hp.steps_per_update * n / sum(times), learn / n, wait / n
 
   t0 = time.perf_counter()
-  state, _, _ = impala_phase(state, 1)  # compiles
+  state, _, _, _ = impala_phase(state, 1)  # compiles
   compile_s = time.perf_counter() - t0
-  ppo_result = measure("atari", repeats)[0]  # PPO's own alternation with raw envpool (8 envs), in this process
-  raw, train, learn = [], [], []
+  ppo_sps = measure("atari", repeats)[0]["train_sps"] if with_ppo else None  # PPO's own alternation, this process
+  raw, train, learn, wait = [], [], [], []
   for _ in range(repeats):
     raw.append(raw_envpool(spec, cfg.num_envs, hp.steps_per_update * 2, seed=len(raw), env=raw_env))
-    state, sps, lt = impala_phase(state, updates)
+    state, sps, lt, wt = impala_phase(state, updates)
     train.append(sps)
     learn.append(lt)
+    wait.append(wt)
+  raw_env.close()
   raw_sps, impala_sps = statistics.median(raw), statistics.median(train)
-  return dict(setting="impala", env=spec.env_id, num_envs=cfg.num_envs, batch=hp.steps_per_update,
-              epochs_x_minibatches="1x1", raw_sps=round(raw_sps), train_sps=round(impala_sps),
-              ratio=round(impala_sps / raw_sps, 3), rollout_s=None, update_s=round(statistics.median(learn), 3),
-              env_groups=f"{actors.num_actors} actors", first_iteration_s=round(compile_s, 1), repeats=repeats,
-              backend=jax.default_backend(), ppo_atari_sps=ppo_result["train_sps"],
-              impala_over_ppo=round(impala_sps / ppo_result["train_sps"], 2))
+  row = dict(setting="impala", preset=preset, env=spec.env_id, frame_size=spec.frame_size,
+             network=cfg.environment.network, num_envs=cfg.num_envs, batch=hp.steps_per_update,
+             epochs_x_minibatches="1x1", raw_sps=round(raw_sps), train_sps=round(impala_sps),
+             ratio=round(impala_sps / raw_sps, 3), rollout_s=None, update_s=round(statistics.median(learn), 3),
+             batch_wait_s=round(statistics.median(wait), 3),
+             env_groups=f"{actors.num_actors} actors x {actors.envs_per_actor} envs",
+             first_iteration_s=round(compile_s, 1), repeats=repeats, backend=jax.default_backend())
+  if with_ppo:
+    row.update(ppo_atari_sps=ppo_sps, impala_over_ppo=round(impala_sps / ppo_sps, 2))
+  return row
 
 
 def main(argv=None) -> int:
@@ -205,11 +219,20 @@ def main(argv=None) -> int:
                       help="acting-loop env groups to compare (default: the config's choice)")
   parser.add_argument("--num-seeds", type=int, action="append",
                       help="agents vmapped in one process to compare, e.g. --num-seeds 1 --num-seeds 3 (one setting)")
+  parser.add_argument("--preset", choices=("parl", "paper"), default="parl", help="IMPALA's Atari preset (impala)")
+  parser.add_argument("--num-actors", type=int, action="append",
+                      help="IMPALA actor threads to compare (default: run_impala.py's layout for this machine)")
+  parser.add_argument("--envs-per-actor", type=int, help="IMPALA envs per actor (default: the preset's)")
+  parser.add_argument("--no-ppo", action="store_true", help="IMPALA only: skip the PPO comparison")
   args = parser.parse_args(argv)
   settings = args.setting or sorted(SETTINGS)
   results = []
   if settings == ["impala"]:
-    results.append(measure_impala(args.repeats))
+    layouts = [dict(num_actors=a) for a in args.num_actors or [None]]
+    for i, layout in enumerate(layouts):
+      results.append(measure_impala(args.repeats, preset=args.preset, with_ppo=i == 0 and not args.no_ppo,
+                                    **{k: v for k, v in layout.items() if v is not None},
+                                    **({"envs_per_actor": args.envs_per_actor} if args.envs_per_actor else {})))
   elif len(settings) == 1:
     for groups in args.env_groups or [None]:
       results.extend(measure(settings[0], args.repeats, tuple(args.num_seeds or [1]),

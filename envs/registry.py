@@ -2,8 +2,9 @@
 
 Families:
   atari   `<Game>-v5`, and the reproduced example's `<Game>NoFrameskip-v4` as an alias. Protocol (both ids):
-          no sticky actions, up to 30 no-op starts, frame skip 4 (max-pooled), 84x84 gray, 4-frame stack,
-          fire reset; training envs add episodic life and reward clipping, evaluation envs do not.
+          no sticky actions, up to 30 no-op starts, frame skip 4 (max-pooled), gray frames resized to 84x84 (or
+          `frame_size`: PARL's IMPALA example trains on 42x42), 4-frame stack, fire reset; training envs add
+          episodic life and reward clipping, evaluation envs do not.
   mujoco  envpool's gym MuJoCo tasks (`-v4`, `-v5`); the gym ids `-v2`/`-v3` map to `-v4` with a notice.
   classic envpool's classic control tasks (CartPole-v1 and friends), for tests and quick checks.
 """
@@ -47,6 +48,7 @@ class EnvSpec:
   action_low: float
   action_high: float
   max_episode_steps: int
+  frame_size: int | None = None  # Atari: frame height and width in pixels; None for the other families
 
   @property
   def image_obs(self) -> bool:
@@ -72,8 +74,12 @@ def _canonical(requested: str) -> tuple[str, str | None]:
   return requested, None
 
 
-def resolve_env(requested: str, *, notify: bool = True) -> EnvSpec:
-  """Validates an env id and returns its spec. Raises UnknownEnvError with close matches."""
+DEFAULT_FRAME_SIZE = 84  # the DQN / PPO / IMPALA papers' Atari frames
+
+
+def resolve_env(requested: str, *, frame_size: int | None = None, notify: bool = True) -> EnvSpec:
+  """Validates an env id and returns its spec (Atari frames `frame_size` square, default 84). Raises
+  UnknownEnvError with close matches, ValueError for a frame size outside Atari."""
   env_id, notice = _canonical(requested)
   if env_id not in _supported_ids():
     pool = list(_supported_ids()) + [f"{g}NoFrameskip-v4" for g in ("Pong", "Breakout", "BeamRider", "Qbert")]
@@ -84,23 +90,30 @@ def resolve_env(requested: str, *, notify: bool = True) -> EnvSpec:
     raise UnknownEnvError(f"unknown env id '{requested}' for --env{hint}")
   if notice and notify:
     print(notice, file=sys.stderr)
-  env = make_env(env_id, num_envs=1, seed=0)
+  family = _family(env_id)
+  if family != "atari" and frame_size is not None:
+    raise ValueError(f"--frame-size applies to Atari envs; {requested} is {family}: drop it")
+  if family == "atari":
+    frame_size = frame_size or DEFAULT_FRAME_SIZE
+  env = make_env(env_id, num_envs=1, seed=0, frame_size=frame_size)
   obs_space, act_space = env.observation_space, env.action_space
   discrete = hasattr(act_space, "n")
   spec = EnvSpec(
-      env_id=env_id, requested_id=requested, family=_family(env_id),
+      env_id=env_id, requested_id=requested, family=family,
       obs_shape=tuple(obs_space.shape), obs_dtype=str(obs_space.dtype), discrete=discrete,
       action_dim=int(act_space.n) if discrete else int(np.prod(act_space.shape)),
       action_low=-1.0 if discrete else float(np.min(act_space.low)),
       action_high=1.0 if discrete else float(np.max(act_space.high)),
-      max_episode_steps=int(env.spec.config.max_episode_steps))
+      max_episode_steps=int(env.spec.config.max_episode_steps), frame_size=frame_size)
   env.close()
   return spec
 
 
 def make_env(env_id: str, num_envs: int, seed: int, *, train: bool = True, batch_size: int | None = None,
-             num_threads: int = 0, render: bool = False):
+             num_threads: int = 0, render: bool = False, frame_size: int | None = None):
   """Builds an envpool (gymnasium API) with the family's protocol; `batch_size < num_envs` is async mode.
+  `frame_size` is the Atari frames' height and width (envpool's img_height/img_width; default 84; other families
+  ignore it).
 
   `render` enables `env.render(env_ids)` RGB frames (MuJoCo needs a current OpenGL context: envs.video).
   """
@@ -109,7 +122,7 @@ def make_env(env_id: str, num_envs: int, seed: int, *, train: bool = True, batch
   if render:
     kwargs["render_mode"] = "rgb_array"
   if _family(env_id) == "atari":
-    kwargs.update(repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=84,
-                  img_width=84, gray_scale=True, use_fire_reset=True,
-                  episodic_life=train, reward_clip=train)
+    size = frame_size or DEFAULT_FRAME_SIZE
+    kwargs.update(repeat_action_probability=0.0, noop_max=30, frame_skip=4, stack_num=4, img_height=size,
+                  img_width=size, gray_scale=True, use_fire_reset=True, episodic_life=train, reward_clip=train)
   return envpool.make(env_id, **kwargs)

@@ -141,7 +141,8 @@ def make_rollout(spec: EnvSpec, num_envs: int, num_steps: int, groups: int, seed
                  tracker: EpisodeTracker, tracker_offset: int = 0, obs_device=None) -> Rollout:
   """`groups` envpools of `num_envs / groups` envs each, with distinct env seeds."""
   size = num_envs // groups
-  envs = [make_env(spec.env_id, size, seed=seed + g * size) for g in range(groups)]
+  envs = [make_env(spec.env_id, size, seed=seed + g * size, frame_size=spec.frame_size)
+          for g in range(groups)]
   return Rollout(envs, spec, num_steps, act_fn, tracker, tracker_offset, obs_device)
 
 
@@ -160,7 +161,8 @@ def evaluate(spec: EnvSpec, policy_fn: Callable[[np.ndarray], np.ndarray], episo
   > 0, envs 0 .. record - 1 are rendered after the reset and after every step of their game (length + 1 frames),
   each RGB frame [H, W, 3] handed to `on_frame(env, frame)` as it comes; rendering does not change what envs do.
   """
-  env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False, render=record > 0)
+  env = make_env(spec.env_id, num_envs=episodes, seed=seed, train=False, render=record > 0,
+                 frame_size=spec.frame_size)
   tracker = EpisodeTracker(episodes, window=episodes)
   obs, _ = env.reset()
   recording = list(range(min(record, episodes)))

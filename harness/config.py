@@ -21,6 +21,7 @@ from typing import Any
 import tyro
 
 from algorithms.config import UsageError, check_finite, check_positive, flag
+from envs.registry import DEFAULT_FRAME_SIZE
 from harness import rundir
 
 
@@ -33,7 +34,13 @@ class EnvSettings:
   seed: int = 1
   """Seed for the envs and the agent's PRNG."""
   network: str | None = None
-  """Registered network name (default: nature_cnn for images, mlp for continuous, mlp_categorical for discrete)."""
+  """Registered network name (default: nature_cnn for images (IMPALA: parl_atari), mlp for continuous,
+  mlp_categorical for discrete)."""
+  frame_size: int | None = None
+  """Atari frames' height and width in pixels, resized by envpool (default 84; IMPALA's parl preset 42)."""
+
+  def __post_init__(self):
+    check_positive(self, "frame_size")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +68,13 @@ class RolloutSettings:
 class ActorSettings:
   """Actors: threads (or Ray actors) each stepping its own envpool with the newest parameters it has, feeding the
   learner through a bounded queue."""
-  num_actors: int = 2
+  num_actors: int | None = None
   """Actor threads (Ray actors with --ray-address), each stepping its own envpool with the latest parameters it
-  has. On Ray, actors the cluster cannot place yet start when machines join."""
-  envs_per_actor: int = 16
-  """Envs in each actor's envpool; each env yields one trajectory per unroll. --batch-trajectories must be a
-  multiple of it."""
+  has (default: from the cores this process may run on, `default_num_actors`; 2 for IMPALA's paper preset). On
+  Ray, actors the cluster cannot place yet start when machines join."""
+  envs_per_actor: int | None = None
+  """Envs in each actor's envpool; each env yields one trajectory per unroll (default 16; IMPALA's parl preset 5).
+  --batch-trajectories must be a multiple of it."""
   queue_size: int | None = None
   """Bounded queue of actor outputs (default: one slot per actor); bounds the policy lag."""
 
@@ -140,6 +148,20 @@ class ScaleSettings:
       raise UsageError("--actor-device applies to local actors; Ray actors act on their own CPUs: drop one")
 
 
+def available_cores() -> int:
+  """The cores this process may run on (its CPU affinity: a container's or SLURM's share, not the machine's)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def default_num_actors(cores: int) -> int:
+  """Actor threads for a process that may run on `cores` cores: two per core, so that one actor's policy step (or
+  its wait for the learner's queue) overlaps another's emulator step. On 2 cores that is 4 actors x 5 envs = 20
+  envs, one learner batch of PARL's setting per round of the actors; on the 16 cores of a GPU machine, 32 actors x 5
+  envs, PARL's own layout. Measured on 2 cores (`benchmarks.throughput --setting impala --num-actors 2
+  --num-actors 4 --num-actors 8`, PARL setting): 1,686, 1,735 and 1,534 training steps/s."""
+  return 2 * cores
+
+
 GROUPS = ("environment", "algorithm", "source", "run", "scale_out")
 # what may differ between the launches of one run: where it runs and how it is watched
 RESUME_KEEPS = ("resume", "progress", "track", "coordinator_address", "num_processes", "process_id",
@@ -189,10 +211,17 @@ class TrainConfig:
 
   # -- resolving against an env ---------------------------------------------------------------------------------
   def resolve(self, family: str, network: str):
-    """Family defaults, the default network, run directory and cadences filled in; the invariants that need them
-    checked. The result is what config.json records."""
+    """Family defaults, the algorithm's run defaults (IMPALA's Atari presets: frame size, network, actor layout),
+    the default `network`, run directory and cadences filled in; the invariants that need them checked. The result
+    is what config.json records."""
     algo = self.algorithm.resolve(family)
-    env = dataclasses.replace(self.environment, network=self.environment.network or network)
+    preset = algo.run_defaults(family) if hasattr(algo, "run_defaults") else {}
+    if family != "atari" and self.environment.frame_size is not None:
+      raise UsageError(f"--frame-size applies to Atari envs; {self.environment.env} is {family}: drop it")
+    env = dataclasses.replace(
+        self.environment, network=self.environment.network or preset.get("network", network),
+        frame_size=(self.environment.frame_size or preset.get("frame_size", DEFAULT_FRAME_SIZE)
+                    if family == "atari" else None))
     src, scale = self.source, self.scale_out
     if isinstance(src, RolloutSettings):
       for name, count in (("--learner-devices", scale.learner_devices), ("--num-env-workers", src.num_env_workers),
@@ -200,13 +229,16 @@ class TrainConfig:
         if algo.num_envs % count:
           raise UsageError(f"{name} {count} does not divide --num-envs {algo.num_envs}")
     else:
+      cores = available_cores()
+      src = dataclasses.replace(src, envs_per_actor=src.envs_per_actor or preset.get("envs_per_actor", 16))
+      src = dataclasses.replace(src, num_actors=src.num_actors or preset.get("num_actors")
+                                or default_num_actors(cores))
       if algo.batch_trajectories % src.envs_per_actor:
         raise UsageError(f"--batch-trajectories {algo.batch_trajectories} is not a multiple of --envs-per-actor "
                           f"{src.envs_per_actor}")
       if algo.batch_trajectories % scale.learner_devices:
         raise UsageError(f"--learner-devices {scale.learner_devices} does not divide --batch-trajectories "
                           f"{algo.batch_trajectories}")
-      cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
       if src.num_actors > 4 * cores:
         print(f"warning: --num-actors {src.num_actors} threads on {cores} cores will mostly wait for each other; "
               "fewer actors with more --envs-per-actor usually run faster", file=sys.stderr)

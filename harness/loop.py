@@ -112,13 +112,14 @@ def setup(algorithm: Algorithm, config) -> Setup:
     spec = resolve_env(config.environment.env)
   except UnknownEnvError as e:
     raise UsageError(str(e)) from None
-  name = config.environment.network or networks.default_network(spec.discrete, spec.image_obs)
+  config = config.resolve(spec.family, networks.default_network(spec.discrete, spec.image_obs))
+  if config.environment.frame_size != spec.frame_size:  # an Atari setting of another frame size
+    spec = resolve_env(config.environment.env, frame_size=config.environment.frame_size, notify=False)
   try:
-    network = networks.make_network(name, discrete=spec.discrete, image_obs=spec.image_obs,
+    network = networks.make_network(config.environment.network, discrete=spec.discrete, image_obs=spec.image_obs,
                                     action_dim=spec.action_dim)
   except networks.NetworkError as e:
     raise UsageError(str(e)) from None
-  config = config.resolve(spec.family, name)
   xla.configure(spec.image_obs)  # before the first JAX computation
   distributed.initialize(config.scale_out)
   P, scale = jax.process_count(), config.scale_out
@@ -148,8 +149,11 @@ def header(s: Setup) -> str:
   where = s.placement.describe()
   processes = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
   seeds = f", {cfg.num_seeds} seeds" if cfg.num_seeds > 1 else ""
+  size = cfg.environment.frame_size
+  frames = f", {size}x{size} frames" if size else ""
   return "\n".join([
-      f"jaxpod {s.algorithm.name} on {env}, network {cfg.environment.network}, {cfg.total_timesteps:,} agent steps"
+      f"jaxpod {s.algorithm.name} on {env}{frames}, network {cfg.environment.network}, "
+      f"{cfg.total_timesteps:,} agent steps"
       f"{seeds}{processes}",
       f"  learner on {', '.join(where['learner_devices'])}, acting on "
       f"{'Ray workers' if s.ray else where['actor_device']} ({jax.default_backend()} backend)",

@@ -56,15 +56,15 @@ def connect(address: str):
 class Worker:
   """One Ray actor: an envpool of `num_envs` envs stepped with a CPU copy of the policy, `num_steps` per call."""
 
-  def __init__(self, env_id: str, network: str, normalize_obs: bool, num_envs: int, num_steps: int, seed: int,
-               key_seed: int, threads: int = 1):
+  def __init__(self, env_id: str, frame_size: int | None, network: str, normalize_obs: bool, num_envs: int,
+               num_steps: int, seed: int, key_seed: int, threads: int = 1):
     import networks
     from algorithms import acting
     from harness import xla
     from envs import EpisodeTracker, resolve_env
     from envs.rollout import make_rollout
 
-    spec = resolve_env(env_id)
+    spec = resolve_env(env_id, frame_size=frame_size, notify=False)
     xla.configure(spec.image_obs)
     xla.start_cpu_backend(threads)  # the CPUs this actor reserved, not every core of its machine
     net = networks.make_network(network, discrete=spec.discrete, image_obs=spec.image_obs,
@@ -164,7 +164,8 @@ def key_seed(seed: int, start_step: int) -> int:
 def worker_args(spec, network: str, num_workers: int, envs_per_worker: int, num_steps: int, first_seed: int,
                 key_seed: int, normalize_obs: bool) -> list[dict]:
   """Worker w steps envs [w * n, (w + 1) * n) of the run, with the env seeds a local envpool would give them."""
-  return [dict(env_id=spec.env_id, network=network, normalize_obs=normalize_obs, num_envs=envs_per_worker,
+  return [dict(env_id=spec.env_id, frame_size=spec.frame_size, network=network, normalize_obs=normalize_obs,
+               num_envs=envs_per_worker,
                num_steps=num_steps, seed=first_seed + w * envs_per_worker, key_seed=key_seed + w)
           for w in range(num_workers)]
 

@@ -48,7 +48,7 @@ def load_run(run_dir: str, step: int | None = None) -> LoadedRun:
   config = rundir.load_config(run_dir, config_class(algorithm), flag="RUN_DIR", fields=fields)
   env, network_name = config.environment.env, config.environment.network
   try:
-    spec = resolve_env(env, notify=False)
+    spec = resolve_env(env, frame_size=config.environment.frame_size, notify=False)
   except UnknownEnvError as e:
     raise UsageError(f"{run_dir}: {e}") from None
   try:

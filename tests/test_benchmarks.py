@@ -61,6 +61,23 @@ def test_report_builds_tables_and_figure(suite_root, tmp_path, capsys):
   assert content.count("<!-- report:ppo_classic@1024 -->") == 1 and "kept" in content
 
 
+def test_time_to_score(suite_root):
+  """The first row at or above the target, from the real runs' progress.csv; None where no row reaches it."""
+  import numpy as np
+  from benchmarks.rundata import find_run_dirs, load_all
+  from benchmarks.suites import SUITES
+  agents = load_all(find_run_dirs(str(suite_root / "ppo_classic@1024")))
+  a = agents[0]
+  finite = np.nonzero(~np.isnan(a.train_return))[0]
+  i = int(finite[np.argmax(a.train_return[finite])])  # the best row: the first one reaching its value is <= it
+  first = int(np.nonzero(a.train_return >= a.train_return[i])[0][0])
+  assert report.time_to_score(a, float(a.train_return[i])) == (a.walltime[first], int(a.steps[first]))
+  assert report.time_to_score(a, 1e9) is None
+  lines = report.score_time_table(SUITES["ppo_classic"], agents)
+  row = next(line for line in lines if line.startswith("| CartPole-v1 | 475 |"))
+  assert "| 0 of 2 | n/a | n/a |" in row  # 1,024 steps of CartPole reach no 475
+
+
 def test_verdicts():
   assert report.verdict(500, 475) == "≥"
   assert report.verdict(430, 475) == "within 10%"

@@ -13,6 +13,7 @@ import pytest
 
 import evaluate
 import networks
+import run_impala
 import run_ppo
 from conftest import ROOT
 from envs import video
@@ -86,6 +87,23 @@ def test_pong_matches_replay_and_writes_video(tmp_path):
   [path] = result["videos"]
   assert os.path.basename(path) == f"1024_episode0_return{returns[0]:g}.mp4" and os.path.isfile(path)
   assert video.count_frames(path) == lengths[0] + 1  # the reset frame, then one per agent step
+
+
+def test_impala_parl_run_is_played_at_42x42(tmp_path):
+  """A run of IMPALA's default (PARL) setting: evaluate.py plays its checkpoint on 42x42 frames, as an independent
+  replay does."""
+  run_dir = tmp_path / "impala"
+  assert run_impala.main(["--total-timesteps", "1000", "--run-dir", str(run_dir)] + QUIET) == 0
+  assert evaluate.main([str(run_dir), "--episodes", "2", "--seed", "3"]) == 0
+  result = json.loads((run_dir / "eval" / "1000.json").read_text())
+  net = networks.make_network("parl_atari", discrete=True, image_obs=True, action_dim=6)
+  make = lambda: envpool.make(  # noqa: E731
+      "Pong-v5", env_type="gymnasium", num_envs=2, seed=3, repeat_action_probability=0.0, noop_max=30,
+      frame_skip=4, stack_num=4, img_height=42, img_width=42, gray_scale=True, use_fire_reset=True,
+      episodic_life=False, reward_clip=False)
+  returns, lengths = _replay(make, net, _restored_params(run_dir, 1000), 2)
+  assert result["returns"] == returns and result["lengths"] == lengths
+  assert -21 <= returns[0] <= 21 and lengths[0] > 100
 
 
 def _cli(*args, env=None):

@@ -1,5 +1,6 @@
 """IMPALA end to end: loss gradients, learning through the real actor threads and queue, an Atari smoke run,
 shutdown on a failing actor, stuck-actor reports, checkpoint and resume, bad input."""
+import json
 import math
 import threading
 import time
@@ -55,12 +56,70 @@ def test_cartpole_learns_through_actor_threads(tmp_path):
     assert rows[-1][col] != ""
 
 
+def test_parl_setting_is_the_atari_default():
+  """run_impala.py's Atari default is PARL's IMPALA example (shared/REFERENCE.md): 42x42 frames, its network, 5 envs
+  per actor, unroll 50 x batch 20, Adam 1e-3 with clip 40; the actor count comes from the cores."""
+  from algorithms import registry
+  from harness.config import available_cores, config_class
+  cfg = config_class(registry.get("impala"))().resolve("atari", "nature_cnn")
+  hp = cfg.algorithm
+  assert (cfg.environment.frame_size, cfg.environment.network) == (42, "parl_atari")
+  assert (cfg.source.envs_per_actor, cfg.source.num_actors) == (5, 2 * available_cores())
+  assert (hp.unroll_length, hp.batch_trajectories, hp.steps_per_update) == (50, 20, 1000)
+  assert (hp.optimizer, hp.adam_b1, hp.adam_b2, hp.adam_eps, hp.max_grad_norm) == ("adam", 0.9, 0.999, 1e-8, 40.0)
+  assert (hp.ent_coef, hp.baseline_coef, hp.rho_bar, hp.c_bar, hp.gamma) == (0.01, 0.5, 1.0, 1.0, 0.99)
+  spec = resolve_env("Pong-v5", frame_size=cfg.environment.frame_size)
+  assert spec.obs_shape == (4, 42, 42) and spec.frame_size == 42
+  net = networks.make_network("parl_atari", discrete=True, image_obs=True, action_dim=spec.action_dim)
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1,) + spec.obs_shape, jnp.uint8))
+  logits, value = net.apply(params, jnp.zeros((3,) + spec.obs_shape, jnp.uint8))
+  assert logits.shape == (3, 6) and value.shape == (3,)
+
+
+def test_paper_preset_keeps_the_papers_setting():
+  """`--preset paper` gives the settings run_impala.py had before PARL's became the default."""
+  from algorithms import registry
+  from harness.config import config_class
+  cfg = config_class(registry.get("impala"))(algorithm=ImpalaConfig(preset="paper")).resolve("atari", "nature_cnn")
+  hp = cfg.algorithm
+  assert (cfg.environment.frame_size, cfg.environment.network) == (84, "nature_cnn")
+  assert (cfg.source.num_actors, cfg.source.envs_per_actor) == (2, 16)
+  assert (hp.unroll_length, hp.batch_trajectories, hp.optimizer, hp.lr_schedule) == (20, 32, "rmsprop", "linear")
+  assert (hp.learning_rate, hp.rmsprop_decay, hp.rmsprop_eps, hp.ent_coef, hp.total_timesteps) == (
+      6e-4, 0.99, 0.01, 0.01, 10_000_000)
+  tx, schedule = impala.make_optimizer(hp)
+  assert float(schedule(0)) == pytest.approx(6e-4) and float(schedule(hp.num_updates // 2)) == pytest.approx(3e-4, rel=1e-3)
+  # classic control and MuJoCo keep their defaults whatever the preset
+  for preset in ("parl", "paper"):
+    c = config_class(registry.get("impala"))(algorithm=ImpalaConfig(preset=preset)).resolve("classic", "mlp")
+    assert (c.algorithm.optimizer, c.algorithm.learning_rate, c.algorithm.unroll_length) == ("rmsprop", 1e-2, 20)
+    assert (c.source.num_actors, c.source.envs_per_actor, c.environment.frame_size) == (2, 16, None)
+
+
+def test_parl_learning_rate_steps_at_updates_20000_and_40000():
+  hp = ImpalaConfig().resolve("atari")
+  _, schedule = impala.make_optimizer(hp)
+  rates = {u: float(schedule(jnp.asarray(u))) for u in (0, 19_999, 20_000, 39_999, 40_000, 90_000)}
+  assert rates == pytest.approx({0: 1e-3, 19_999: 1e-3, 20_000: 5e-4, 39_999: 5e-4, 40_000: 1e-4, 90_000: 1e-4},
+                                rel=1e-6)
+  # the optimiser applies it: after one Adam step from zero moments each parameter moves by ~lr (sign of its grad)
+  params = {"w": jnp.ones(3)}
+  tx, _ = impala.make_optimizer(hp)
+  opt_state = tx.init(params)
+  updates, _ = tx.update({"w": jnp.array([1.0, -2.0, 0.5])}, opt_state, params)
+  np.testing.assert_allclose(updates["w"], [-1e-3, 1e-3, -1e-3], rtol=1e-4)
+
+
 def test_pong_smoke(tmp_path):
+  """Two updates of the PARL setting on Pong: 1,000-step batches at 42x42, finite losses, the step-changed lr."""
   run_dir = tmp_path / "pong"
-  assert run_impala.main(["--total-timesteps", "1280", "--eval-every", "0", "--run-dir", str(run_dir)] + QUIET) == 0
+  assert run_impala.main(["--total-timesteps", "2000", "--eval-every", "0", "--run-dir", str(run_dir)] + QUIET) == 0
   rows = read_csv(run_dir / "progress.csv")
-  assert [int(r["global_step"]) for r in rows] == [640, 1280]
+  assert [int(r["global_step"]) for r in rows] == [1000, 2000]
   assert all(math.isfinite(float(r["loss"])) and float(r["entropy"]) > 1.7 for r in rows)
+  assert all(float(r["learning_rate"]) == pytest.approx(1e-3) for r in rows)
+  config = json.loads((run_dir / "config.json").read_text())
+  assert (config["frame_size"], config["network"], config["preset"]) == (42, "parl_atari", "parl")
 
 
 def _pool(act_fn, num_actors=2):
@@ -150,6 +209,10 @@ def test_checkpoint_and_resume(tmp_path):
     (["--env", "CartPole-v1", "--num-envs", "8"], "unknown flag --num-envs"),  # actors x envs per actor
     (["--env", "CartPole-v1", "--unroll-length", "0"], "--unroll-length must be positive"),
     (["--env", "Breakout"], "unknown env id"),
+    (["--env", "CartPole-v1", "--frame-size", "42"], "--frame-size applies to Atari envs"),
+    (["--lr-boundaries", "100", "50", "--lr-values", "1e-4", "1e-5"], "--lr-boundaries must be positive and increasing"),
+    (["--lr-values", "1e-4"], "--lr-boundaries and --lr-values pair up"),
+    (["--preset", "nature"], "--preset"),
 ])
 def test_bad_input(argv, match, capsys, tmp_path):
   with pytest.raises(SystemExit) as exc:

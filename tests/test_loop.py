@@ -37,7 +37,7 @@ def test_header_names_what_an_alias_maps_to(tmp_path):
   ppo = registry.get("ppo")
   config = config_class(ppo)(environment=EnvSettings(env="PongNoFrameskip-v4"), run=RunSettings(run_dir=str(tmp_path)))
   lines = loop.header(loop.setup(ppo, config)).splitlines()
-  assert lines[0] == "jaxpod ppo on PongNoFrameskip-v4 (as Pong-v5), network nature_cnn, 10,000,000 agent steps"
+  assert lines[0] == "jaxpod ppo on PongNoFrameskip-v4 (as Pong-v5), 84x84 frames, network nature_cnn, 10,000,000 agent steps"
 
 
 def test_harness_main_names_the_algorithms():
