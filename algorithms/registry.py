@@ -27,7 +27,9 @@ class Algorithm:
   config: type
   """Frozen dataclass of hyperparameters, every field documented (they are flags). It provides `resolve(family)`
   (family defaults filled in) and the properties `num_updates` and `steps_per_update` (agent steps per update);
-  a "rollouts" config also `num_envs` and `num_steps`, and `normalize_obs` if the policy normalises observations."""
+  a "rollouts" config also `num_envs` and `num_steps`, and `normalize_obs` if the policy normalises observations.
+  Optionally `run_defaults(family)`: the run settings a resolved config implies when they are left unset, as a
+  flat dict (`frame_size`, `network`, `num_actors`, `envs_per_actor`; IMPALA's Atari presets)."""
   init_state: Callable
   """(config, network, obs_shape, key) -> state, a pytree with at least `params` and `global_step`; a "rollouts"
   state also `obs_norm` and `actor_key`, which acting updates."""

@@ -56,7 +56,7 @@ def _variants(setting: str):
     make = lambda donate: lift(ppo.make_update_fn(cfg, net, spec.discrete, spec.image_obs), donate=donate)  # noqa
     traj = _trajectory(rng, cfg.num_steps, cfg.num_envs, spec.obs_shape, spec.discrete, spec.action_dim)
   else:
-    cfg = ImpalaConfig().resolve(spec.family)
+    cfg = ImpalaConfig(preset="paper").resolve(spec.family)  # unroll 20 x batch 32 on 84x84, with nature_cnn
     init = lambda: impala.init_state(cfg, net, spec.obs_shape, jax.random.PRNGKey(0))  # noqa: E731
     make = lambda donate: lift(impala.make_update_fn(cfg, net, True, spec.image_obs), donate=donate)  # noqa
     traj = _trajectory(rng, cfg.unroll_length, cfg.batch_trajectories, spec.obs_shape, True, spec.action_dim)

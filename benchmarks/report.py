@@ -128,7 +128,7 @@ def score_time_table(suite: Suite, agents: list[AgentRun]) -> list[str]:
   refs = [c for c in suite.reference_times]
   lines = ["Time to score (first log row whose training return, the mean of the last 100 games, reaches the target;"
            " wall time from the run's start, across resumes):", "",
-           "| env | target | seeds reached | wall time | agent steps | " + " | ".join(refs) + (" |" if refs else "|"),
+           "| env | target | seeds reached | wall time | agent steps |" + "".join(f" {c} |" for c in refs),
            "|---|---|---|---|---|" + "---|" * len(refs)]
   rows = 0
   for env in suite.envs:

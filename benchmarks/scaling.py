@@ -47,12 +47,16 @@ def _sps(run_dir: str, skip: int) -> float:
   return steps / (float(rows[-1]["walltime"]) - float(rows[0]["walltime"]))
 
 
+REFERENCE_ACTORS = 2  # IMPALA: actor threads of the local reference run, and of the process and device variants
+
+
 def run_variant(algo: str, kind: str, n: int, common: list[str], workdir: str, skip: int,
                 ray_address: str | None) -> float:
   run_dir = os.path.join(workdir, f"{kind}{n}")
   shutil.rmtree(run_dir, ignore_errors=True)
   script = [sys.executable, os.path.join(ROOT, f"run_{algo}.py"), *common, "--run-dir", run_dir, "--no-progress"]
   env = dict(os.environ)
+  actors = ["--num-actors", str(REFERENCE_ACTORS)] if algo == "impala" else []  # the group's, as the local run's
   if kind == "local":
     cmds = [script + (["--num-actors", str(n)] if algo == "impala" else [])]
   elif kind == "ray":
@@ -61,10 +65,10 @@ def run_variant(algo: str, kind: str, n: int, common: list[str], workdir: str, s
   elif kind == "processes":
     port = _port()
     cmds = [script + ["--coordinator-address", f"127.0.0.1:{port}", "--num-processes", str(n), "--process-id", str(i)]
-            for i in range(n)]
+            + actors for i in range(n)]
   elif kind == "devices":
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={n}".strip()
-    cmds = [script + ["--learner-devices", str(n)]]
+    cmds = [script + ["--learner-devices", str(n)] + actors]
   else:
     raise ValueError(kind)
   procs = [subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -99,17 +103,18 @@ def main(argv=None) -> int:
   variants = [(k, int(n)) for k, n in (v.split(":") for v in args.variants.split(","))]
   reference = next(v for v in variants if v[0] == "local") if any(k == "local" for k, _ in variants) else None
   if reference is None:
-    reference = ("local", 1 if ppo else 2)
+    reference = ("local", 1 if ppo else REFERENCE_ACTORS)
     variants.insert(0, reference)
   if ppo:
     batch = args.num_envs * args.num_steps
     common = ["--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps)]
     setting = f"PPO on {args.env}, {args.num_envs} envs x {args.num_steps} steps per update"
   else:
-    batch = 20 * args.batch_trajectories
-    common = ["--envs-per-actor", str(args.envs_per_actor), "--batch-trajectories", str(args.batch_trajectories)]
-    setting = (f"IMPALA on {args.env}, actors of {args.envs_per_actor} envs, batch {args.batch_trajectories} x unroll 20 "
-               "per update")
+    batch = 20 * args.batch_trajectories  # the paper preset's unroll
+    common = ["--preset", "paper", "--envs-per-actor", str(args.envs_per_actor), "--batch-trajectories",
+              str(args.batch_trajectories)]
+    setting = (f"IMPALA on {args.env} (the paper preset), actors of {args.envs_per_actor} envs, batch "
+               f"{args.batch_trajectories} x unroll 20 per update")
   common += ["--env", args.env, "--total-timesteps", str(batch * args.updates), "--eval-every", "0",
              "--checkpoint-every", str(10**12)]
   workdir = tempfile.mkdtemp(prefix="jaxpod_scaling_")

@@ -92,7 +92,7 @@ SUITES = {
         algo="impala",
         envs=("Pong-v5", "Breakout-v5", "BeamRider-v5", "Qbert-v5", "SpaceInvaders-v5"),
         total_timesteps=30_000_000,
-        protocol=_ATARI_PROTOCOL,
+        protocol=_ATARI_PROTOCOL + "; the IMPALA paper's setting (--preset paper: 84x84 frames, Nature CNN, RMSProp)",
         references={
             "PARL": {"Pong-v5": 18.5, "Breakout-v5": 460, "BeamRider-v5": 3750, "Qbert-v5": 15800,
                      "SpaceInvaders-v5": 830},

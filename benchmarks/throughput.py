@@ -34,7 +34,7 @@ def raw_envpool(spec, num_envs: int, steps: int, seed: int, env=None) -> float:
   """Steps/s of envpool alone with uniformly random actions."""
   import numpy as np
   from envs import make_env
-  env = env or make_env(spec.env_id, num_envs, seed)
+  env = env or make_env(spec.env_id, num_envs, seed, frame_size=spec.frame_size)
   rng = np.random.default_rng(seed)
   env.reset()
   t0 = time.perf_counter()
@@ -226,6 +226,8 @@ def main(argv=None) -> int:
   parser.add_argument("--no-ppo", action="store_true", help="IMPALA only: skip the PPO comparison")
   args = parser.parse_args(argv)
   settings = args.setting or sorted(SETTINGS)
+  if settings != ["impala"] and (args.num_actors or args.envs_per_actor or args.no_ppo or args.preset != "parl"):
+    parser.exit(2, "error: --preset, --num-actors, --envs-per-actor and --no-ppo apply to --setting impala alone\n")
   results = []
   if settings == ["impala"]:
     layouts = [dict(num_actors=a) for a in args.num_actors or [None]]

@@ -22,7 +22,7 @@ import tyro
 
 from algorithms.config import UsageError, check_finite, check_positive, flag
 from envs.registry import DEFAULT_FRAME_SIZE
-from harness import rundir
+from harness import distributed, rundir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +70,10 @@ class ActorSettings:
   learner through a bounded queue."""
   num_actors: int | None = None
   """Actor threads (Ray actors with --ray-address), each stepping its own envpool with the latest parameters it
-  has (default: from the cores this process may run on, `default_num_actors`; 2 for IMPALA's paper preset). On
-  Ray, actors the cluster cannot place yet start when machines join."""
+  has; the whole group's with several processes (default: two per core each process may run on,
+  `default_num_actors`; 2 for IMPALA's paper preset, MuJoCo and classic control). With --ray-address give the
+  count the cluster should run: the default counts this machine's cores. On Ray, actors the cluster cannot place yet
+  start when machines join."""
   envs_per_actor: int | None = None
   """Envs in each actor's envpool; each env yields one trajectory per unroll (default 16; IMPALA's parl preset 5).
   --batch-trajectories must be a multiple of it."""
@@ -153,6 +155,9 @@ def available_cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+DEFAULT_ENVS_PER_ACTOR = 16  # for algorithms that imply no actor layout
+
+
 def default_num_actors(cores: int) -> int:
   """Actor threads for a process that may run on `cores` cores: two per core, so that one actor's policy step (or
   its wait for the learner's queue) overlaps another's emulator step. On 2 cores that is 4 actors x 5 envs = 20
@@ -215,12 +220,12 @@ class TrainConfig:
     the default `network`, run directory and cadences filled in; the invariants that need them checked. The result
     is what config.json records."""
     algo = self.algorithm.resolve(family)
-    preset = algo.run_defaults(family) if hasattr(algo, "run_defaults") else {}
+    implied = algo.run_defaults(family) if hasattr(algo, "run_defaults") else {}
     if family != "atari" and self.environment.frame_size is not None:
       raise UsageError(f"--frame-size applies to Atari envs; {self.environment.env} is {family}: drop it")
     env = dataclasses.replace(
-        self.environment, network=self.environment.network or preset.get("network", network),
-        frame_size=(self.environment.frame_size or preset.get("frame_size", DEFAULT_FRAME_SIZE)
+        self.environment, network=self.environment.network or implied.get("network", network),
+        frame_size=(self.environment.frame_size or implied.get("frame_size", DEFAULT_FRAME_SIZE)
                     if family == "atari" else None))
     src, scale = self.source, self.scale_out
     if isinstance(src, RolloutSettings):
@@ -230,9 +235,11 @@ class TrainConfig:
           raise UsageError(f"{name} {count} does not divide --num-envs {algo.num_envs}")
     else:
       cores = available_cores()
-      src = dataclasses.replace(src, envs_per_actor=src.envs_per_actor or preset.get("envs_per_actor", 16))
-      src = dataclasses.replace(src, num_actors=src.num_actors or preset.get("num_actors")
-                                or default_num_actors(cores))
+      src = dataclasses.replace(src, envs_per_actor=src.envs_per_actor or implied.get("envs_per_actor",
+                                                                                      DEFAULT_ENVS_PER_ACTOR))
+      # NOTE: --num-actors counts the whole process group's actors
+      src = dataclasses.replace(src, num_actors=src.num_actors or implied.get("num_actors")
+                                or default_num_actors(cores) * distributed.group_size(scale))
       if algo.batch_trajectories % src.envs_per_actor:
         raise UsageError(f"--batch-trajectories {algo.batch_trajectories} is not a multiple of --envs-per-actor "
                           f"{src.envs_per_actor}")
@@ -260,8 +267,12 @@ class TrainConfig:
 
   @classmethod
   def from_flat(cls, data: dict):
-    """The inverse of `flat`; ValueError naming fields this config does not have."""
-    data = {k: v for k, v in data.items() if k != "algorithm"}
+    """The inverse of `flat` (JSON lists back to tuples; a config.json of an earlier jaxpod brought up to date by
+    the algorithm config's `upgrade`, when it has one); ValueError naming fields this config does not have."""
+    data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "algorithm"}
+    algorithm_config = next(type(f.default) for f in dataclasses.fields(cls) if f.name == "algorithm")
+    if hasattr(algorithm_config, "upgrade"):
+      data = algorithm_config.upgrade(data)
     groups, known = {}, set()
     for f in dataclasses.fields(cls):
       names = {g.name for g in dataclasses.fields(f.default)}

@@ -79,6 +79,15 @@ def initialize(config) -> None:  # config: harness.config.ScaleSettings
     raise UsageError(f"could not join the process group at {address}: {first_line(e)}") from None
 
 
+def group_size(config) -> int:  # config: harness.config.ScaleSettings
+  """The processes the group will have, read before `initialize` from what it reads (flags, JAX_NUM_PROCESSES, a
+  SLURM job step's tasks); 1 without a group."""
+  num = config.num_processes if config.num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+  if num is None and all(v in os.environ for v in SLURM_VARS):
+    num = int(os.environ["SLURM_NTASKS"])
+  return num or 1
+
+
 def is_main() -> bool:
   return jax.process_index() == 0
 

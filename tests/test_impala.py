@@ -96,6 +96,27 @@ def test_paper_preset_keeps_the_papers_setting():
     assert (c.source.num_actors, c.source.envs_per_actor, c.environment.frame_size) == (2, 16, None)
 
 
+def test_config_json_from_before_the_presets_is_the_paper_setting():
+  """A config.json written before presets (`anneal_lr`, no preset, optimiser or frame size) reads back as the run
+  it was: the paper's setting at 84x84, so evaluate.py and --resume rebuild the same network and optimiser."""
+  from algorithms import registry
+  from harness.config import config_class
+  cls = config_class(registry.get("impala"))
+  paper = cls(algorithm=ImpalaConfig(preset="paper")).resolve("atari", "nature_cnn")
+  old = {k: v for k, v in paper.flat().items() if k not in ("preset", "optimizer", "lr_schedule", "frame_size")}
+  old = json.loads(json.dumps(dict(old, anneal_lr=True)))  # as read back from disk (tuples become lists)
+  assert cls.from_flat(old) == paper
+  assert cls.from_flat(dict(old, anneal_lr=False)).algorithm.lr_schedule == "constant"
+
+
+def test_default_actors_count_every_process_of_a_group():
+  from algorithms import registry
+  from harness.config import ScaleSettings, available_cores, config_class
+  cls = config_class(registry.get("impala"))
+  group = cls(scale_out=ScaleSettings(coordinator_address="127.0.0.1:1", num_processes=2, process_id=0))
+  assert group.resolve("atari", "nature_cnn").source.num_actors == 2 * 2 * available_cores()
+
+
 def test_parl_learning_rate_steps_at_updates_20000_and_40000():
   hp = ImpalaConfig().resolve("atari")
   _, schedule = impala.make_optimizer(hp)

@@ -11,8 +11,10 @@ from algorithms.config import UsageError, check_positive, check_range, fill_defa
 # - "parl", the default: PARL's IMPALA example (examples/IMPALA/impala_config.py and atari_model.py;
 #   shared/REFERENCE.md), which trains Pong to 18-19 in 7-10 minutes: 42x42 frames, its small network (parl_atari),
 #   5 envs per actor, trajectories of 50 steps, batches of 20 trajectories (1,000 agent steps), Adam (0.9, 0.999,
-#   1e-8), lr 1e-3, 5e-4 from learner update 20,000 and 1e-4 from 40,000 (step changes); entropy 0.01, baseline
-#   0.5, losses summed, rho_bar = c_bar = 1, gamma 0.99, clip 40 (the fields' own defaults where they agree).
+#   1e-8), lr 1e-3, 5e-4 from learner update 20,000 and 1e-4 from 40,000 (step changes at PARL's update counts:
+#   its PiecewiseScheduler gives update k the value of the last boundary <= k); entropy 0.01, baseline 0.5, losses
+#   summed, rho_bar = c_bar = 1, gamma 0.99, clip 40 (the fields' own defaults where they agree). The steps come at
+#   20M and 40M agent steps: a default 10M-step run (10,000 updates) trains at 1e-3 throughout.
 # - "paper": the IMPALA paper's Atari setting (Espeholt et al. 2018): 84x84 frames, Nature CNN, unroll 20 x batch 32,
 #   RMSProp (decay 0.99, eps 0.01, momentum 0), lr 6e-4 decayed linearly to 0, 2 actors x 16 envs.
 # Classic control and MuJoCo take the paper's optimiser whatever the preset. Classic control: lr 1e-2, which took
@@ -40,12 +42,12 @@ RUN_DEFAULTS = {
 
 @dataclasses.dataclass(frozen=True)
 class ImpalaConfig:
-  """IMPALA hyperparameters (Espeholt et al. 2018): V-trace actor-critic. `None` takes the preset's (Atari) or the
-  env family's default."""
+  """IMPALA hyperparameters (Espeholt et al. 2018): V-trace actor-critic.
+
+  `None` takes the preset's (Atari) or the env family's default."""
   preset: Literal["parl", "paper"] = "parl"
-  """Atari defaults: `parl`, PARL's IMPALA example (42x42 frames, network parl_atari, 5 envs per actor, unroll 50 x
-  batch 20, Adam lr 1e-3 -> 5e-4 -> 1e-4 at updates 20,000 / 40,000); `paper`, the IMPALA paper's (84x84 frames,
-  nature_cnn, 2 actors x 16 envs, unroll 20 x batch 32, RMSProp lr 6e-4 -> 0 linearly). Flags given override it."""
+  """Atari defaults. `parl`: PARL's IMPALA example (42x42, parl_atari, 5 envs per actor, 50 x 20, Adam 1e-3).
+  `paper`: the IMPALA paper's (84x84, nature_cnn, 2 actors x 16 envs, 20 x 32, RMSProp 6e-4). Flags override them."""
   total_timesteps: int | None = None
   """Agent steps to train for (default: Atari 10M, MuJoCo 1M, classic 400K)."""
   unroll_length: int | None = None
@@ -113,6 +115,18 @@ class ImpalaConfig:
       raise UsageError(f"--total-timesteps {cfg.total_timesteps} is less than one update "
                         f"(--unroll-length x --batch-trajectories = {cfg.steps_per_update})")
     return cfg
+
+  @staticmethod
+  def upgrade(fields: dict) -> dict:
+    """A config.json written before the presets (no "preset" field) ran the paper's setting at 84x84, with
+    `anneal_lr` where `lr_schedule` is now: the same run, in today's fields."""
+    if "preset" in fields:
+      return fields
+    fields = dict(fields, preset="paper", optimizer="rmsprop")
+    fields["lr_schedule"] = "linear" if fields.pop("anneal_lr", True) else "constant"
+    if "frame_size" not in fields and fields.get("network") in ("nature_cnn", "impala_resnet", "parl_atari"):
+      fields["frame_size"] = 84
+    return fields
 
   def run_defaults(self, family: str) -> dict:
     """What this setting sets outside the hyperparameters, for run settings left None (frame size, network, actor

@@ -12,6 +12,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -62,9 +63,9 @@ def learning_rate_schedule(config: ImpalaConfig) -> optax.Schedule:
   if config.lr_schedule == "linear":
     return optax.linear_schedule(config.learning_rate, 0.0, config.num_updates)
   if config.lr_schedule == "piecewise":
-    values = jnp.asarray((config.learning_rate,) + tuple(config.lr_values), jnp.float32)
-    boundaries = jnp.asarray(config.lr_boundaries, jnp.int32)
-    return lambda update: values[jnp.sum(update >= boundaries)]
+    values = np.asarray((config.learning_rate,) + tuple(config.lr_values), np.float32)
+    boundaries = np.asarray(config.lr_boundaries, np.int32)
+    return lambda update: jnp.take(values, jnp.sum(update >= boundaries))
   return optax.constant_schedule(config.learning_rate)
 
 
