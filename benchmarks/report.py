@@ -177,7 +177,7 @@ def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
     return False
   cols = min(4, len(envs))
   blocks = (len(envs) + cols - 1) // cols
-  fig, axes = plt.subplots(2 * blocks, cols, figsize=(3.2 * cols, 2.4 * 2 * blocks), squeeze=False)
+  fig, axes = plt.subplots(2 * blocks, cols, figsize=(max(3.2 * cols, 6.4), 2.4 * 2 * blocks), squeeze=False)
   for i, env in enumerate(envs):
     ax, ax_wall = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
     runs = [a for a in agents if a.env == env and len(a.steps)]
