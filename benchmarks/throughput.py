@@ -131,23 +131,21 @@ def measure_impala(repeats: int, updates: int = 8, preset: str = "parl", with_pp
   and, with `with_ppo`, one PPO iteration, alternating per repeat. `source` overrides the actor layout
   (num_actors, envs_per_actor)."""
   from harness import xla
-  from envs import resolve_env
   xla.configure(True)
   import jax
   import networks
   from algorithms import acting, impala, normalize
   from algorithms import registry
-  from harness.config import ActorSettings, config_class
+  from harness.config import ActorSettings, EnvSettings, config_class, resolve_against_env
   from algorithms.impala import ImpalaConfig
   from algorithms.parallel import lift
   from envs import EpisodeTracker, make_env
   from envs.actors import ActorPool, ParamStore
   from envs.rollout import concat_trajectories, make_rollout
 
-  spec = resolve_env("Pong-v5")
-  cfg = config_class(registry.get("impala"))(algorithm=ImpalaConfig(preset=preset), source=ActorSettings(**source))
-  cfg = cfg.resolve(spec.family, networks.default_network(True, True))
-  spec = resolve_env("Pong-v5", frame_size=cfg.environment.frame_size)
+  cfg, spec = resolve_against_env(config_class(registry.get("impala"))(
+      environment=EnvSettings(env=SETTINGS["impala"]["env"]), algorithm=ImpalaConfig(preset=preset),
+      source=ActorSettings(**source)))
   actors, hp = cfg.source, cfg.algorithm
   net = networks.make_network(cfg.environment.network, discrete=True, image_obs=True, action_dim=spec.action_dim)
   state = impala.init_state(hp, net, spec.obs_shape, jax.random.PRNGKey(0))
@@ -230,11 +228,9 @@ def main(argv=None) -> int:
     parser.exit(2, "error: --preset, --num-actors, --envs-per-actor and --no-ppo apply to --setting impala alone\n")
   results = []
   if settings == ["impala"]:
-    layouts = [dict(num_actors=a) for a in args.num_actors or [None]]
-    for i, layout in enumerate(layouts):
-      results.append(measure_impala(args.repeats, preset=args.preset, with_ppo=i == 0 and not args.no_ppo,
-                                    **{k: v for k, v in layout.items() if v is not None},
-                                    **({"envs_per_actor": args.envs_per_actor} if args.envs_per_actor else {})))
+    for i, actors in enumerate(args.num_actors or [None]):
+      source = dict(num_actors=actors, envs_per_actor=args.envs_per_actor)  # None: the default layout
+      results.append(measure_impala(args.repeats, preset=args.preset, with_ppo=i == 0 and not args.no_ppo, **source))
   elif len(settings) == 1:
     for groups in args.env_groups or [None]:
       results.extend(measure(settings[0], args.repeats, tuple(args.num_seeds or [1]),

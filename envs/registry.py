@@ -78,8 +78,8 @@ DEFAULT_FRAME_SIZE = 84  # the DQN / PPO / IMPALA papers' Atari frames
 
 
 def resolve_env(requested: str, *, frame_size: int | None = None, notify: bool = True) -> EnvSpec:
-  """Validates an env id and returns its spec (Atari frames `frame_size` square, default 84). Raises
-  UnknownEnvError with close matches, ValueError for a frame size outside Atari."""
+  """Validates an env id and returns its spec (Atari frames `frame_size` square, default 84; other families ignore
+  it). Raises UnknownEnvError with close matches."""
   env_id, notice = _canonical(requested)
   if env_id not in _supported_ids():
     pool = list(_supported_ids()) + [f"{g}NoFrameskip-v4" for g in ("Pong", "Breakout", "BeamRider", "Qbert")]
@@ -91,10 +91,7 @@ def resolve_env(requested: str, *, frame_size: int | None = None, notify: bool =
   if notice and notify:
     print(notice, file=sys.stderr)
   family = _family(env_id)
-  if family != "atari" and frame_size is not None:
-    raise ValueError(f"--frame-size applies to Atari envs; {requested} is {family}: drop it")
-  if family == "atari":
-    frame_size = frame_size or DEFAULT_FRAME_SIZE
+  frame_size = (frame_size or DEFAULT_FRAME_SIZE) if family == "atari" else None
   env = make_env(env_id, num_envs=1, seed=0, frame_size=frame_size)
   obs_space, act_space = env.observation_space, env.action_space
   discrete = hasattr(act_space, "n")

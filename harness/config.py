@@ -21,7 +21,8 @@ from typing import Any
 import tyro
 
 from algorithms.config import UsageError, check_finite, check_positive, flag
-from envs.registry import DEFAULT_FRAME_SIZE
+import networks
+from envs.registry import DEFAULT_FRAME_SIZE, resolve_env
 from harness import distributed, rundir
 
 
@@ -165,6 +166,17 @@ def default_num_actors(cores: int) -> int:
   envs, PARL's own layout. Measured on 2 cores (`benchmarks.throughput --setting impala --num-actors 2
   --num-actors 4 --num-actors 8`, PARL setting): 1,686, 1,735 and 1,534 training steps/s."""
   return 2 * cores
+
+
+def resolve_against_env(config):
+  """(`config` resolved against its env, the env's spec at the resolved frame size). The env's family and kind of
+  observations decide the defaults; a setting of another frame size (IMPALA's parl preset: 42) then decides the
+  spec. Raises envs.UnknownEnvError for an unknown env id."""
+  spec = resolve_env(config.environment.env)
+  config = config.resolve(spec.family, networks.default_network(spec.discrete, spec.image_obs))
+  if config.environment.frame_size != spec.frame_size:
+    spec = resolve_env(config.environment.env, frame_size=config.environment.frame_size, notify=False)
+  return config, spec
 
 
 GROUPS = ("environment", "algorithm", "source", "run", "scale_out")

@@ -27,13 +27,13 @@ from algorithms import acting, normalize
 from algorithms.parallel import AXIS, env_axis, lift, local_copy
 from algorithms import registry
 from algorithms.registry import Algorithm
-from envs import UnknownEnvError, resolve_env
+from envs import UnknownEnvError
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import make_rollout
 from harness import distributed, placement, remote, rundir, xla
 from harness.checkpoint import DiskFullError  # TEMP-CHECK
 from harness.cli import UsageError, main_guard, parse
-from harness.config import RESUME_KEEPS, ActorSettings, parse_type
+from harness.config import RESUME_KEEPS, ActorSettings, parse_type, resolve_against_env
 from harness.run import BASE_COLUMNS, Run
 from harness.sources import ActorQueue, Rollouts, columns
 
@@ -109,12 +109,9 @@ def setup(algorithm: Algorithm, config) -> Setup:
     flat = config.flat()
     config = saved.replace(run_dir=config.run.resume, overwrite=False, **{k: flat[k] for k in RESUME_KEEPS})
   try:
-    spec = resolve_env(config.environment.env)
+    config, spec = resolve_against_env(config)
   except UnknownEnvError as e:
     raise UsageError(str(e)) from None
-  config = config.resolve(spec.family, networks.default_network(spec.discrete, spec.image_obs))
-  if config.environment.frame_size != spec.frame_size:  # an Atari setting of another frame size
-    spec = resolve_env(config.environment.env, frame_size=config.environment.frame_size, notify=False)
   try:
     network = networks.make_network(config.environment.network, discrete=spec.discrete, image_obs=spec.image_obs,
                                     action_dim=spec.action_dim)

@@ -165,8 +165,8 @@ def worker_args(spec, network: str, num_workers: int, envs_per_worker: int, num_
                 key_seed: int, normalize_obs: bool) -> list[dict]:
   """Worker w steps envs [w * n, (w + 1) * n) of the run, with the env seeds a local envpool would give them."""
   return [dict(env_id=spec.env_id, frame_size=spec.frame_size, network=network, normalize_obs=normalize_obs,
-               num_envs=envs_per_worker,
-               num_steps=num_steps, seed=first_seed + w * envs_per_worker, key_seed=key_seed + w)
+               num_envs=envs_per_worker, num_steps=num_steps, seed=first_seed + w * envs_per_worker,
+               key_seed=key_seed + w)
           for w in range(num_workers)]
 
 

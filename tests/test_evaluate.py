@@ -50,6 +50,15 @@ def _replay(make, network, params, episodes):
   return returns.tolist(), lengths.tolist()
 
 
+def _pong_eval_envs(frame_size):
+  """Makes 2 Pong envs (seed 3) under the evaluation protocol, written out with envpool's own arguments: no sticky
+  actions, 30 no-op starts, no episodic life, no reward clipping, frames `frame_size` square."""
+  return lambda: envpool.make(
+      "Pong-v5", env_type="gymnasium", num_envs=2, seed=3, repeat_action_probability=0.0, noop_max=30,
+      frame_skip=4, stack_num=4, img_height=frame_size, img_width=frame_size, gray_scale=True, use_fire_reset=True,
+      episodic_life=False, reward_clip=False)
+
+
 def test_cartpole_matches_independent_replay(cartpole_run, capsys):
   assert evaluate.main([str(cartpole_run), "--episodes", "4", "--seed", "7"]) == 0
   result = json.loads((cartpole_run / "eval" / "4096.json").read_text())
@@ -76,12 +85,7 @@ def test_pong_matches_replay_and_writes_video(tmp_path):
   assert evaluate.main([str(run_dir), "--episodes", "2", "--seed", "3", "--video"]) == 0
   result = json.loads((run_dir / "eval" / "1024.json").read_text())
   net = networks.make_network("nature_cnn", discrete=True, image_obs=True, action_dim=6)
-  # The evaluation protocol: no sticky actions, 30 no-op starts, no episodic life, no reward clipping.
-  make = lambda: envpool.make(  # noqa: E731
-      "Pong-v5", env_type="gymnasium", num_envs=2, seed=3, repeat_action_probability=0.0, noop_max=30,
-      frame_skip=4, stack_num=4, img_height=84, img_width=84, gray_scale=True, use_fire_reset=True,
-      episodic_life=False, reward_clip=False)
-  returns, lengths = _replay(make, net, _restored_params(run_dir, 1024), 2)
+  returns, lengths = _replay(_pong_eval_envs(84), net, _restored_params(run_dir, 1024), 2)
   assert result["returns"] == returns and result["lengths"] == lengths
   assert -21 <= returns[0] <= 21 and lengths[0] > 100
   [path] = result["videos"]
@@ -97,11 +101,7 @@ def test_impala_parl_run_is_played_at_42x42(tmp_path):
   assert evaluate.main([str(run_dir), "--episodes", "2", "--seed", "3"]) == 0
   result = json.loads((run_dir / "eval" / "1000.json").read_text())
   net = networks.make_network("parl_atari", discrete=True, image_obs=True, action_dim=6)
-  make = lambda: envpool.make(  # noqa: E731
-      "Pong-v5", env_type="gymnasium", num_envs=2, seed=3, repeat_action_probability=0.0, noop_max=30,
-      frame_skip=4, stack_num=4, img_height=42, img_width=42, gray_scale=True, use_fire_reset=True,
-      episodic_life=False, reward_clip=False)
-  returns, lengths = _replay(make, net, _restored_params(run_dir, 1000), 2)
+  returns, lengths = _replay(_pong_eval_envs(42), net, _restored_params(run_dir, 1000), 2)
   assert result["returns"] == returns and result["lengths"] == lengths
   assert -21 <= returns[0] <= 21 and lengths[0] > 100
 
