@@ -77,6 +77,11 @@ class ParlAtariNet(nn.Module):
   "valid" over the 11x11x32 map of 42x42 frames, ReLU; policy logits by a 1x1 conv and the value by a dense layer,
   both from that 256-unit layer. Input: uint8 frames [B, C, H, W]. Output: (logits [B, A], value [B]).
 
+  Initialisation is PARL's too (Paddle's defaults, which the example keeps for its convs, and the `Normal()` it
+  names for its heads): the three convs N(0, 2 / fan_in) (Paddle's conv2d default), both heads N(0, 1), biases 0.
+  The heads' unit scale makes the first policy far from uniform (logits of a few units), unlike the 0.01-scaled
+  heads of nature_cnn.
+
   NOTE: an 11x11 valid conv over an 11x11 map is a dense layer over the flattened map, written so here (and a 1x1
   conv on a 1x1 map is a dense layer): on XLA:CPU a gradient step on 1,000 frames took 1.69 s as a conv and 0.31 s
   as reshape + dense (jax 0.10.2, 2 cores). On frames of another size the layer is a dense layer over whatever map
@@ -86,12 +91,14 @@ class ParlAtariNet(nn.Module):
 
   @nn.compact
   def __call__(self, obs):
+    conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # Paddle's N(0, sqrt(2 / fan_in))
+    head_init = nn.initializers.normal(1.0)
     x = jnp.transpose(obs, (0, 2, 3, 1)).astype(jnp.float32) / 255.0
-    x = nn.relu(nn.Conv(16, (4, 4), (2, 2), padding=((1, 1), (1, 1)))(x))
-    x = nn.relu(nn.Conv(32, (4, 4), (2, 2), padding=((2, 2), (2, 2)))(x))
-    x = nn.relu(nn.Dense(256)(x.reshape((x.shape[0], -1))))
-    logits = nn.Dense(self.action_dim)(x)
-    value = nn.Dense(1)(x)
+    x = nn.relu(nn.Conv(16, (4, 4), (2, 2), padding=((1, 1), (1, 1)), kernel_init=conv_init)(x))
+    x = nn.relu(nn.Conv(32, (4, 4), (2, 2), padding=((2, 2), (2, 2)), kernel_init=conv_init)(x))
+    x = nn.relu(nn.Dense(256, kernel_init=conv_init)(x.reshape((x.shape[0], -1))))
+    logits = nn.Dense(self.action_dim, kernel_init=head_init)(x)
+    value = nn.Dense(1, kernel_init=head_init)(x)
     return logits, value[..., 0]
 
 

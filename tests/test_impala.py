@@ -137,7 +137,7 @@ def test_pong_smoke(tmp_path):
   assert run_impala.main(["--total-timesteps", "2000", "--eval-every", "0", "--run-dir", str(run_dir)] + QUIET) == 0
   rows = read_csv(run_dir / "progress.csv")
   assert [int(r["global_step"]) for r in rows] == [1000, 2000]
-  assert all(math.isfinite(float(r["loss"])) and float(r["entropy"]) > 1.7 for r in rows)
+  assert all(math.isfinite(float(r["loss"])) and 0 < float(r["entropy"]) <= math.log(6) for r in rows)
   assert all(float(r["learning_rate"]) == pytest.approx(1e-3) for r in rows)
   config = json.loads((run_dir / "config.json").read_text())
   assert (config["frame_size"], config["network"], config["preset"]) == (42, "parl_atari", "parl")

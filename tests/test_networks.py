@@ -111,3 +111,17 @@ def test_parl_atari_shapes_and_its_dense_layer_is_the_11x11_valid_conv():
   conv = jax.lax.conv_general_dilated(x, p["Dense_0"]["kernel"].reshape(11, 11, 32, 256), (1, 1), "VALID",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
   np.testing.assert_allclose(np.asarray(conv).reshape(3, 256), np.asarray(dense), rtol=1e-4, atol=1e-4)
+
+
+def test_parl_atari_initialises_as_paddle_does():
+  """PARL's example keeps Paddle's conv default, N(0, 2 / fan_in), and names `Normal()` (std 1) for both heads."""
+  net = networks.make_network("parl_atari", discrete=True, image_obs=True, action_dim=6)
+  p = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 42, 42), jnp.uint8))["params"]
+  expected_std = dict(Conv_0=np.sqrt(2 / (4 * 4 * 4)), Conv_1=np.sqrt(2 / (4 * 4 * 16)),
+                      Dense_0=np.sqrt(2 / (11 * 11 * 32)), Dense_1=1.0, Dense_2=1.0)
+  for name, std in expected_std.items():
+    kernel = np.asarray(p[name]["kernel"])
+    assert abs(kernel.std() / std - 1) < 0.15, (name, kernel.std(), std)
+    assert np.abs(kernel).max() > 2.5 * std, name  # an untruncated normal, as Paddle's
+    assert not np.any(np.asarray(p[name]["bias"])), name
+  assert p["Dense_1"]["kernel"].shape == (256, 6) and p["Dense_2"]["kernel"].shape == (256, 1)
