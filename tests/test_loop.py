@@ -63,10 +63,15 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, script, args):
   run_dir = tmp_path / "r"
   cmd = [sys.executable, os.path.join(ROOT, script), *args, "--eval-every", "0", "--checkpoint-every", "1000000"]
   proc = subprocess.Popen(cmd + ["--run-dir", str(run_dir)] + QUIET, cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONFAULTHANDLER="1"))
   _wait_rows(run_dir / "progress.csv", 3)
   proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=60)
+  try:
+    _, err = proc.communicate(timeout=60)
+  except subprocess.TimeoutExpired:  # say where it hangs: SIGABRT makes faulthandler print every thread's stack
+    proc.send_signal(signal.SIGABRT)
+    _, err = proc.communicate()
+    pytest.fail(f"no exit within 60 s of SIGTERM; stacks:\n{err[-6000:]}")
   assert proc.returncode == 143, err[-2000:]
   last = int(read_csv(run_dir / "progress.csv")[-1]["global_step"])
   assert err.strip().splitlines()[-1] == (f"stopped by SIGTERM: checkpoint at step {last}; continue with --resume "
