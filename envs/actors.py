@@ -109,11 +109,12 @@ class ActorPool:
       i, e = self._errors.get()
       raise ActorError(f"actor {i} failed: {type(e).__name__}: {e}") from e
 
-  def get(self, timeout: float) -> tuple[Any, int, int]:
+  def get(self, timeout: float, poll: Callable[[], None] = lambda: None) -> tuple[Any, int, int]:
     """Next (trajectory, parameter version, actor id). Raises ActorError if an actor failed, TimeoutError naming the
-    stuck actors if nothing arrives within `timeout` seconds."""
+    stuck actors if nothing arrives within `timeout` seconds. Calls `poll` every 0.1 s, outside the queue's lock."""
     deadline = time.time() + timeout
     while True:
+      poll()
       self._raise_if_failed()
       try:
         return self.queue.get(timeout=0.1)

@@ -84,7 +84,8 @@ class Rollout:
     # than NumPy doing it here.
     return obs if obs.dtype == np.uint8 else obs.astype(np.float32)
 
-  def collect(self, params, carry) -> tuple[Trajectory, Any]:
+  def collect(self, params, carry, poll: Callable[[], None] = lambda: None) -> tuple[Trajectory, Any]:
+    """`num_steps` steps of every env; calls `poll` before each (it may raise to abandon the rollout)."""
     T, N, spec = self.num_steps, self.num_envs, self.spec
     a_cols = 1 if spec.discrete else spec.action_dim
     actions = np.zeros((T, N) + (() if spec.discrete else (a_cols,)), np.int32 if spec.discrete else np.float32)
@@ -104,6 +105,7 @@ class Rollout:
 
     kept = [[None] * len(self.slices) for _ in range(T)] if self.obs_device is not None else None
     for t in range(T):
+      poll()
       for g, sl in enumerate(self.slices):
         if t > 0:
           receive(g, t - 1)  # this group simulated while the policy ran on the others

@@ -31,7 +31,7 @@ from envs import UnknownEnvError
 from envs.actors import ActorError, ActorPool, ParamStore
 from envs.rollout import make_rollout
 from harness import distributed, placement, remote, rundir, xla
-from harness.checkpoint import DiskFullError  # TEMP-CHECK
+from harness.checkpoint import DiskFullError
 from harness.cli import UsageError, main_guard, parse
 from harness.config import RESUME_KEEPS, ActorSettings, parse_type, resolve_against_env
 from harness.run import BASE_COLUMNS, Run
@@ -50,10 +50,15 @@ class Shutdown:
   """SIGINT (Ctrl-C, `benchmarks.run`'s budget) and SIGTERM (what SLURM, Kubernetes, `docker stop` and Ray send
   before they kill) both stop the run with a checkpoint.
 
-  NOTE: a handler raises at once, so a run waiting for actors or stepping envs stops promptly, except inside
-  `deferred()`: the update donates its input state, so an exception between its call and the new state's assignment
-  would leave no state to save, and one before its row is logged would leave a checkpoint ahead of the log; there
-  the signal is kept and raised when the block ends (after the update's evaluation and checkpoint, if due). In a
+  NOTE: a Python signal handler runs in the main thread between any two bytecodes, so an exception it raises can
+  land inside `with lock:` after the lock is taken and before the block that releases it is entered; the lock then
+  stays held (one raised inside the learner's `queue.get` left the actors' queue locked, and `ActorPool.stop` waited
+  for it forever). So inside `deferred()`, the training loop's body, the handler only keeps the signal, and it is
+  raised at safe points: `poll()`, which the trajectory source calls while it waits for a batch (between env steps,
+  every 0.1 s of a queue wait, every second of a Ray wait), and the block's end. The update never polls: it donates
+  its input state, so an exception between its call and the new state's assignment would leave no state to save,
+  and one before its row is logged would leave a checkpoint ahead of the log; a signal kept there is raised after
+  the update's evaluation and checkpoint, if due. Outside the block (setting up) the handler raises at once. In a
   process group JAX's preemption service owns SIGTERM and tells every process at which update to stop (`check`), so
   all save the same step.
   """
@@ -78,6 +83,12 @@ class Shutdown:
       yield
     finally:
       self._deferring = False
+    if self.signum is not None:
+      signum, self.signum = self.signum, None
+      raise Interrupted(signum)
+
+  def poll(self) -> None:
+    """A safe point inside `deferred()`: raises the kept signal now."""
     if self.signum is not None:
       signum, self.signum = self.signum, None
       raise Interrupted(signum)
@@ -159,7 +170,7 @@ def header(s: Setup) -> str:
       "  compiling the first update (a few seconds to a minute)..."])
 
 
-def _rollout_source(s: Setup, run: Run, start_step: int) -> Rollouts:
+def _rollout_source(s: Setup, run: Run, start_step: int, poll) -> Rollouts:
   cfg, spec = s.config, s.spec
   normalize_obs = bool(getattr(cfg.algorithm, "normalize_obs", False))
   K, P, p = cfg.num_seeds, jax.process_count(), jax.process_index()
@@ -177,10 +188,10 @@ def _rollout_source(s: Setup, run: Run, start_step: int) -> Rollouts:
     act_fn = acting.make_act_fn(s.network, spec.discrete, normalize_obs, num_agents=K)
     rollout = make_rollout(spec, n, cfg.algorithm.num_steps, cfg.source.env_groups, seed + p * n, act_fn,
                            run.tracker, tracker_offset=p * n, obs_device=s.placement.frames_device(spec.image_obs))
-  return Rollouts(rollout, s.placement.actor, normalize_obs, ray=s.ray is not None)
+  return Rollouts(rollout, s.placement.actor, normalize_obs, ray=s.ray is not None, poll=poll)
 
 
-def _actor_source(s: Setup, run: Run, state, start_step: int) -> ActorQueue:
+def _actor_source(s: Setup, run: Run, state, start_step: int, poll) -> ActorQueue:
   cfg, spec, device = s.config, s.spec, s.placement.actor
   P, p = jax.process_count(), jax.process_index()
   A, E = cfg.source.num_actors // P, cfg.source.envs_per_actor  # this process's actors: [p * A, (p + 1) * A)
@@ -205,7 +216,7 @@ def _actor_source(s: Setup, run: Run, state, start_step: int) -> ActorQueue:
 
   store = ParamStore(local_copy(state.params), version, device)
   return ActorQueue(make_pool, store, cfg.algorithm.batch_trajectories // P, cfg.scale_out.queue_timeout, version,
-                    ray=s.ray is not None)
+                    ray=s.ray is not None, poll=poll)
 
 
 def train(algorithm: Algorithm, config) -> int:
@@ -243,12 +254,14 @@ def train(algorithm: Algorithm, config) -> int:
       source = None
 
   try:
-    source = (_rollout_source(s, run, start_step) if algorithm.source == "rollouts"
-              else _actor_source(s, run, state, start_step))
+    source = (_rollout_source(s, run, start_step, shutdown.poll) if algorithm.source == "rollouts"
+              else _actor_source(s, run, state, start_step, shutdown.poll))
     for index in range(start_step // steps_per_update, cfg.algorithm.num_updates):  # the update's index
-      state_in, batch, metrics = source.next(state)
-      t0 = time.perf_counter()
-      with shutdown.deferred():  # the update, and its log row, evaluation and checkpoint: all or none
+      # A signal ends the wait for the batch at the source's next poll; one during the update waits for the update,
+      # its log row, evaluation and checkpoint: all or none.
+      with shutdown.deferred():
+        state_in, batch, metrics = source.next(state)
+        t0 = time.perf_counter()
         new_state, update_metrics = update_fn(state_in, batch)
         update_metrics = jax.device_get(local_copy(update_metrics))
         step = (index + 1) * steps_per_update

@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -105,12 +105,13 @@ class _Workers:
   def submit(self, i: int, params_ref, obs_norm, tag: Any = None) -> None:
     self.pending[self.handles[i].collect.remote(params_ref, obs_norm)] = (i, (params_ref, obs_norm), tag)
 
-  def next(self, timeout: float) -> tuple[int, Any, Any]:
+  def next(self, timeout: float, poll: Callable[[], None]) -> tuple[int, Any, Any]:
     """The next finished call as (worker, (trajectory, statistics), tag); a call lost with its worker is made again
-    (Ray restarts the worker)."""
+    (Ray restarts the worker). Calls `poll` at least every second."""
     ray = self.ray
     deadline = time.time() + timeout
     while True:
+      poll()
       ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=max(min(deadline - time.time(), 1.0), 0.0))
       if not ready:
         if time.time() > deadline:
@@ -193,9 +194,9 @@ class RayActorPool:
       self._submit(i)
     return self
 
-  def get(self, timeout: float) -> tuple[Any, int, int]:
+  def get(self, timeout: float, poll: Callable[[], None] = lambda: None) -> tuple[Any, int, int]:
     """Next (trajectory, parameter version, actor id); the actor is at once given its next rollout."""
-    i, (traj, _), version = self.workers.next(timeout)
+    i, (traj, _), version = self.workers.next(timeout, poll)
     self._submit(i)
     return traj, version, i
 
@@ -223,7 +224,7 @@ class RayRollout:
     self.workers = _Workers(ray, args, args[0]["num_envs"], tracker, cpus)
     self.num_workers = len(args)
 
-  def collect(self, params, carry) -> tuple[Any, Any]:
+  def collect(self, params, carry, poll: Callable[[], None] = lambda: None) -> tuple[Any, Any]:
     obs_norm, key = carry
     ref = self.ray.put(jax.device_get(params))
     base = jax.device_get(obs_norm) if self.normalize_obs else None
@@ -231,7 +232,7 @@ class RayRollout:
       self.workers.submit(i, ref, base)
     results: dict[int, tuple] = {}
     while len(results) < self.num_workers:
-      i, result, _ = self.workers.next(self.timeout)
+      i, result, _ = self.workers.next(self.timeout, poll)
       results[i] = result
     trajs = [results[i][0] for i in range(self.num_workers)]
     if self.normalize_obs:

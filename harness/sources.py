@@ -7,11 +7,14 @@
   (`harness.remote.RayActorPool`), which share `get(timeout)`, act with the newest parameters published to them and
   fill a bounded queue; a batch is the next trajectories from it.
 
+Both call `poll` at every safe point of their wait for a batch (between env steps, between queue polls); it raises to
+abandon the batch (the run's stop signal: `harness.loop.Shutdown.poll`).
+
 Host-side and stateful by design.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import jax
 import numpy as np
@@ -46,8 +49,8 @@ class TrajectorySource(Protocol):
 class Rollouts:
   """Synchronous rollouts with the state's parameters on the acting device."""
 
-  def __init__(self, rollout, device, normalize_obs: bool, ray: bool):
-    self.rollout, self.device, self.normalize_obs, self.ray = rollout, device, normalize_obs, ray
+  def __init__(self, rollout, device, normalize_obs: bool, ray: bool, poll: Callable[[], None]):
+    self.rollout, self.device, self.normalize_obs, self.ray, self.poll = rollout, device, normalize_obs, ray, poll
     self.metrics = columns("rollouts", ray)
 
   def next(self, state):
@@ -57,7 +60,7 @@ class Rollouts:
       key = jax.random.fold_in(key, p)
     # NOTE: no copy when acting on the learner device; the rollout ends before the update donates the state.
     inputs = jax.device_put((params, (obs_norm, key)), self.device)
-    traj, (new_norm, new_key) = self.rollout.collect(*inputs)
+    traj, (new_norm, new_key) = self.rollout.collect(*inputs, poll=self.poll)
     if P > 1:  # the same state on every process: all processes' observations, the next acting key
       new_norm = distributed.merge_stats(inputs[1][0], new_norm) if self.normalize_obs else inputs[1][0]
       new_key = jax.random.split(local_copy(state.actor_key))[0]
@@ -77,15 +80,16 @@ class ActorQueue:
   NOTE: the policy lag of a trajectory is the number of parameter versions published since the one it was acted
   with; the bounded queue keeps it within about `queue_size / actors + 1`.
   """
-  def __init__(self, make_pool, store: ParamStore, batch: int, timeout: float, version: int, ray: bool):
-    self.store, self.batch, self.timeout, self.version, self.ray = store, batch, timeout, version, ray
+  def __init__(self, make_pool, store: ParamStore, batch: int, timeout: float, version: int, ray: bool,
+               poll: Callable[[], None]):
+    self.store, self.batch, self.timeout, self.version, self.ray, self.poll = store, batch, timeout, version, ray, poll
     self.pool = make_pool(store).start()
     self.metrics = columns("actors", ray)
 
   def next(self, state):
     items, n = [], 0
     while n < self.batch:
-      traj, version, _ = self.pool.get(self.timeout)
+      traj, version, _ = self.pool.get(self.timeout, self.poll)
       items.append((traj, version))
       n += traj.rewards.shape[1]
     lags = [self.version - v for _, v in items]

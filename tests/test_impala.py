@@ -2,6 +2,8 @@
 shutdown on a failing actor, stuck-actor reports, checkpoint and resume, bad input."""
 import json
 import math
+import os
+import signal
 import threading
 import time
 
@@ -208,6 +210,39 @@ def test_stuck_actor_is_named():
     pool.stop(timeout=10)
 
 
+def test_a_signal_while_the_learner_waits_leaves_the_queue_unlocked():
+  """A handler that raises at once can land inside `queue.get` after the queue's lock is taken and before the block
+  that releases it; `ActorPool.stop` then waited for that lock forever (a SIGTERM hang, once in ~50 runs). The run's
+  handler keeps a signal that arrives while the learner waits for a batch, and the wait raises it at its next poll,
+  outside the lock."""
+  from harness.loop import Interrupted, Shutdown
+  release = threading.Event()
+
+  def stalling(net):  # no trajectory until released: the learner waits in `get`
+    act = acting.make_act_fn(net, True, False)
+    return lambda params, carry, obs: (release.wait(), act(params, carry, obs))[1]
+
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+  pool = _pool(stalling).start()
+  try:
+    shutdown = Shutdown(group=False)
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    t0 = time.time()
+    with pytest.raises(Interrupted) as raised:
+      with shutdown.deferred():
+        pool.get(timeout=30, poll=shutdown.poll)
+    assert raised.value.signum == signal.SIGTERM and time.time() - t0 < 5
+    assert raised.traceback[-1].name == "poll"  # raised at the safe point, not wherever the signal landed
+    assert pool.queue.mutex.acquire(blocking=False)
+    pool.queue.mutex.release()
+  finally:
+    for s, h in handlers.items():
+      signal.signal(s, h)
+    release.set()
+    pool.stop(timeout=10)
+  assert not any(t.is_alive() for t in pool._threads)
+
+
 def test_checkpoint_and_resume(tmp_path):
   run_dir = tmp_path / "resume"
   args = ["--env", "CartPole-v1", "--total-timesteps", "6400", "--checkpoint-every", "1280", "--keep-checkpoints", "10",
@@ -271,8 +306,6 @@ def test_actors_and_learner_on_different_devices(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path):
-  import os
-  import signal
   import subprocess
   import sys
   from conftest import ROOT
