@@ -42,12 +42,14 @@ def final(values: np.ndarray) -> float:
   return float(finite[-1]) if finite.size else float("nan")
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], unit: str = "") -> str:
+  """Mean ± sample std over seeds; one seed's value alone (a std of one value would read as a measured 0)."""
   values = [v for v in values if not np.isnan(v)]
   if not values:
     return "n/a"
-  std = np.std(values, ddof=1) if len(values) > 1 else 0.0  # sample std over seeds
-  return f"{np.mean(values):.1f} ± {std:.1f}"
+  if len(values) == 1:
+    return f"{values[0]:,.1f}{unit}"
+  return f"{np.mean(values):,.1f} ± {np.std(values, ddof=1):,.1f}{unit}"
 
 
 def verdict(value: float, reference) -> str:
@@ -136,10 +138,8 @@ def score_time_table(suite: Suite, agents: list[AgentRun]) -> list[str]:
     for target in suite.score_targets(env) if runs else ():
       hits = [t for t in (time_to_score(a, target) for a in runs) if t is not None]
       walls, steps = [w / 60 for w, _ in hits], [s for _, s in hits]
-      cell = lambda xs, unit: "n/a" if not xs else (  # noqa: E731
-          f"{np.mean(xs):,.1f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0.0:,.1f}{unit}")
-      row = [env, f"{target:g}", f"{len(hits)} of {len(runs)}", cell(walls, " min"),
-             cell([s / 1e6 for s in steps], "M")] + [suite.reference_times[c].get(env, "–") for c in refs]
+      row = [env, f"{target:g}", f"{len(hits)} of {len(runs)}", mean_std(walls, " min"),
+             mean_std([s / 1e6 for s in steps], "M")] + [suite.reference_times[c].get(env, "–") for c in refs]
       lines.append("| " + " | ".join(row) + " |")
       rows += 1
   return lines + [""] if rows else []

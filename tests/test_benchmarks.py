@@ -78,6 +78,12 @@ def test_time_to_score(suite_root):
   assert "| 0 of 2 | n/a | n/a |" in row  # 1,024 steps of CartPole reach no 475
 
 
+def test_mean_std_shows_one_seed_alone():
+  assert report.mean_std([43.9], " min") == "43.9 min"  # not "43.9 ± 0.0": one seed has no measured spread
+  assert report.mean_std([1.0, 3.0, float("nan")]) == "2.0 ± 1.4"
+  assert report.mean_std([float("nan")]) == "n/a"
+
+
 def test_verdicts():
   assert report.verdict(500, 475) == "≥"
   assert report.verdict(430, 475) == "within 10%"
