@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import envpool
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -36,11 +37,12 @@ def _restored_params(run_dir, step):
 def _replay(make, network, params, episodes):
   """Plays greedy (argmax) actions on the given envpool until each env's first game ends; no jaxpod loop code."""
   env = make()
+  apply = jax.jit(network.apply)  # eager, the two Pong tests below took 61 s and 30 s; jitted 32 s and 15 s
   obs, _ = env.reset()
   returns, lengths = np.zeros(episodes), np.zeros(episodes, int)
   done = np.zeros(episodes, bool)
   while not done.all():
-    logits, _ = network.apply(params, obs)
+    logits, _ = apply(params, obs)
     obs, reward, terminated, truncated, info = env.step(np.asarray(np.argmax(logits, axis=-1), np.int32))
     live = ~done
     returns[live] += info.get("reward", reward)[live]
