@@ -83,9 +83,7 @@ class Shutdown:
       yield
     finally:
       self._deferring = False
-    if self.signum is not None:
-      signum, self.signum = self.signum, None
-      raise Interrupted(signum)
+    self.poll()  # the block's end is a safe point too
 
   def poll(self) -> None:
     """A safe point inside `deferred()`: raises the kept signal now."""
