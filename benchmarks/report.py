@@ -7,12 +7,13 @@ For each suite (and each shortened variant SUITE@STEPS) it writes benchmarks/res
   * final return per env, mean +- std over finished seeds: training return (mean of each seed's last 100 training
     games) and greedy evaluation return (each seed's last evaluation), wall time, steps/s and hardware, with the
     published reference columns and a verdict (>=, within 10%, below) of the training return against the suite's
-    main reference; shortened runs get no verdict;
+    main reference; shortened runs get no verdict; an env whose runs are all unfinished (stopped or running) shows
+    where they stand, at which step, and no verdict;
   * time to score: per env and target return (Pong 18, else the main reference's level), the first wall time and
     agent step at which each seed's training return reaches it, mean +- std over seeds, beside the reference's time
     and hardware;
   * learning curves, one column per env: mean and +-std band over seeds of the training return against agent
-    steps, and each seed's against wall time;
+    steps, and each seed's against wall time (unfinished runs to where they stand, counted in the title);
   * the training-time table: per env and execution mode (seeds vmapped in one process, one process per seed), wall
     time per process and per seed, agent steps/s.
 The protocol is stated under every table.
@@ -87,6 +88,10 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
       row = [env, "0 (not run)"] + ["–"] * 4 + [_fmt(suite.reference(c, env)) for c in refs]
       lines.append("| " + " | ".join(row + ([] if shortened else ["n/a"])) + " |")
       continue
+    if not done:  # stopped or still running: where the runs stand, marked as such, and no verdict
+      lines.append("| " + " | ".join(so_far_row(env, runs) + [_fmt(suite.reference(c, env)) for c in refs]
+                                     + ([] if shortened else ["n/a"])) + " |")
+      continue
     train = [final(a.train_return) for a in done]
     evals = [final(a.eval_return) for a in done]
     results = {a.run_dir: a.result for a in done}
@@ -115,6 +120,18 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
   if figure:
     lines += ["", f"![{name} learning curves]({figure})"]
   return "\n".join(lines) + "\n"
+
+
+def so_far_row(env: str, runs: list[AgentRun]) -> list[str]:
+  """The results row of an env whose runs are all unfinished: each one's latest training and evaluation returns,
+  the step they were logged at, and the wall time and steps/s so far."""
+  step = max(int(a.steps[-1]) for a in runs if len(a.steps)) if any(len(a.steps) for a in runs) else 0
+  at = f"{step / 1e6:.2f}M" if step >= 1e6 else f"{step:,}"
+  walls = [float(a.walltime[-1]) for a in runs if len(a.steps)]
+  sps = [a.steps[-1] / a.walltime[-1] for a in runs if len(a.steps) and a.walltime[-1] > 0]
+  return [env, f"0 (+{len(runs)} unfinished)", f"{mean_std([final(a.train_return) for a in runs])} (at {at} steps)",
+          mean_std([final(a.eval_return) for a in runs]), f"{np.mean(walls) / 60:.1f} min so far" if walls else "n/a",
+          f"{np.mean(sps):,.0f}" if sps else "n/a"]
 
 
 def time_to_score(agent: AgentRun, target: float) -> tuple[float, int] | None:
@@ -163,13 +180,13 @@ def time_table(agents: list[AgentRun]) -> list[str]:
 
 
 def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
-  """Writes the learning-curve figure of the finished runs; False (and no file) when there are none. One column
-  per env: the training return against agent steps (mean and ±std band over seeds) above the same against wall
-  time (one line per seed, whose wall times differ)."""
+  """Writes the learning-curve figure of the runs, unfinished ones to where they stand (their count in the env's
+  title); False (and no file) when none has a logged row. One column per env: the training return against agent
+  steps (mean and ±std band over seeds) above the same against wall time (one line per seed, whose wall times
+  differ)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  agents = [a for a in agents if a.finished]
   envs = [e for e in suite.envs if any(a.env == e and len(a.steps) for a in agents)]
   if os.path.isfile(path):
     os.remove(path)
@@ -197,7 +214,9 @@ def curves(name: str, suite: Suite, agents: list[AgentRun], path: str) -> bool:
       a_.set_xlabel(xlabel, fontsize=7)
       a_.tick_params(labelsize=7)
       a_.grid(alpha=0.3)
-    ax.set_title(f"{env} ({len(runs)} seeds)", fontsize=9)
+    unfinished = sum(not a.finished for a in runs)
+    ax.set_title(f"{env} ({len(runs)} seed{'s' if len(runs) > 1 else ''}"
+                 f"{f', {unfinished} unfinished' if unfinished else ''})", fontsize=9)
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     if len(runs) <= 5:
       ax_wall.legend(fontsize=6)

@@ -4,8 +4,11 @@ Each actor owns its envpool (through a `Rollout`) and acts with the newest param
 its trajectories, tagged with the parameter version they were acted with, go to the learner through one bounded
 queue. Host-side and stateful by design.
 
-NOTE: the queue is bounded (one slot per actor by default), so an actor blocks once it is a batch ahead: the policy
-lag stays within about `queue_size / actors + 1` learner updates, and the learner logs the measured lag per batch.
+NOTE: the queue is bounded (one slot per actor by default), so an actor blocks once the queue is full. An update
+takes `batch_trajectories / envs_per_actor` actor outputs, and an output waits behind at most the queued ones and the
+other actors' next, so the policy lag stays within about `(queue_size + actors) * envs_per_actor /
+batch_trajectories` learner updates (2 with the 4 x 5 envs of 2 cores, ~16 with PARL's 32 x 5 on a learner slower
+than its actors); the learner logs the measured lag per batch.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Acting loops: collect time-major PPO rollouts from an envpool, and greedy evaluation on separate envs.
+"""Acting loops: collect time-major rollouts from an envpool (PPO's batches, each IMPALA actor's trajectories), and
+greedy evaluation on separate envs.
 
 These are host-side loops (not pure): they step envpool in C++ threads and call a jitted policy once per step.
 """
@@ -54,7 +55,8 @@ ActFn = Callable[[Any, Any, np.ndarray], tuple]
 
 
 class Rollout:
-  """Steps envpools for `num_steps` per call with the latest parameters (on-policy).
+  """Steps envpools for `num_steps` per call with the parameters it is given (PPO: the latest, on-policy; an IMPALA
+  actor: the last ones the learner published).
 
   With several env groups (one envpool each) the loop pipelines them: while the policy runs on one group's
   observations, the other groups simulate their last actions in envpool's C++ threads. One group is plain

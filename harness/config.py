@@ -35,8 +35,8 @@ class EnvSettings:
   seed: int = 1
   """Seed for the envs and the agent's PRNG."""
   network: str | None = None
-  """Registered network name (default: nature_cnn for images (IMPALA: parl_atari), mlp for continuous,
-  mlp_categorical for discrete)."""
+  """Registered network name (default: nature_cnn for images (IMPALA's parl preset: parl_atari), mlp for
+  continuous, mlp_categorical for discrete)."""
   frame_size: int | None = None
   """Atari frames' height and width in pixels, resized by envpool (default 84; IMPALA's parl preset 42)."""
 
@@ -225,6 +225,11 @@ class TrainConfig:
   @property
   def total_timesteps(self) -> int:
     return self.algorithm.total_timesteps
+
+  @property
+  def normalize_obs(self) -> bool:
+    """Whether the agent normalises observations (PPO's --normalize-obs; other algorithms never do)."""
+    return bool(getattr(self.algorithm, "normalize_obs", False))
 
   # -- resolving against an env ---------------------------------------------------------------------------------
   def resolve(self, family: str, network: str):

@@ -60,21 +60,36 @@ class Shutdown:
   and one before its row is logged would leave a checkpoint ahead of the log; a signal kept there is raised after
   the update's evaluation and checkpoint, if due. Outside the block (setting up) the handler raises at once. In a
   process group JAX's preemption service owns SIGTERM and tells every process at which update to stop (`check`), so
-  all save the same step.
+  all save the same step. Once the run is ending (a signal raised, a batch failed, the last update done), a further
+  signal is dropped: a second Ctrl-C must not cut the stop's checkpoint short or land inside the actors' `stop`.
+  `restore()` gives the process its previous handlers back when `train` returns.
   """
 
   def __init__(self, group: bool):
-    self.group, self.signum, self._deferring = group, None, False
+    self.group, self.signum, self._deferring, self._ending = group, None, False, False
+    self._previous = {}
     if threading.current_thread() is threading.main_thread():
       # NOTE: also re-enables SIGINT, which a background process of a non-interactive shell inherits as ignored.
-      signal.signal(signal.SIGINT, self._handle)
-      if not group:
-        signal.signal(signal.SIGTERM, self._handle)
+      for signum in (signal.SIGINT,) if group else (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
 
   def _handle(self, signum, frame) -> None:
+    if self._ending:
+      return
     if not self._deferring:
+      self._ending = True
       raise Interrupted(signum)
     self.signum = signum
+
+  def end(self) -> None:
+    """The run is ending: from here on a signal is dropped."""
+    self._ending = True
+
+  def restore(self) -> None:
+    for signum, handler in self._previous.items():
+      if handler is not None:  # None: a handler installed outside Python, which Python cannot reinstall
+        signal.signal(signum, handler)
+    self._previous = {}
 
   @contextlib.contextmanager
   def deferred(self):
@@ -88,11 +103,12 @@ class Shutdown:
   def poll(self) -> None:
     """A safe point inside `deferred()`: raises the kept signal now."""
     if self.signum is not None:
-      signum, self.signum = self.signum, None
+      signum, self.signum, self._ending = self.signum, None, True
       raise Interrupted(signum)
 
   def check(self, index: int) -> None:
     if self.group and multihost_utils.reached_preemption_sync_point(index):
+      self._ending = True
       raise Interrupted(signal.SIGTERM)
 
 
@@ -168,11 +184,16 @@ def header(s: Setup) -> str:
       "  compiling the first update (a few seconds to a minute)..."])
 
 
+def segment_seed(cfg, start_step: int) -> int:
+  """The first env seed of a run segment starting at `start_step`: a resumed run's envs start new games."""
+  return cfg.environment.seed + start_step
+
+
 def _rollout_source(s: Setup, run: Run, start_step: int, poll) -> Rollouts:
   cfg, spec = s.config, s.spec
-  normalize_obs = bool(getattr(cfg.algorithm, "normalize_obs", False))
+  normalize_obs = cfg.normalize_obs
   K, P, p = cfg.num_seeds, jax.process_count(), jax.process_index()
-  seed = cfg.environment.seed + start_step
+  seed = segment_seed(cfg, start_step)
   if s.ray:
     W = cfg.source.num_env_workers
     args = remote.worker_args(spec, cfg.environment.network, W, cfg.num_envs // W, cfg.algorithm.num_steps, seed,
@@ -189,16 +210,24 @@ def _rollout_source(s: Setup, run: Run, start_step: int, poll) -> Rollouts:
   return Rollouts(rollout, s.placement.actor, normalize_obs, ray=s.ray is not None, poll=poll)
 
 
+def actor_keys(key, start_step: int, first: int, count: int) -> list:
+  """The acting PRNG keys of actors [first, first + count) for a run segment starting at `start_step`. The update
+  never advances the state's key, so the step folded in keeps a resumed run from replaying the action sampling of its
+  first segment (Ray workers: `remote.key_seed`)."""
+  segment = jax.random.fold_in(key, start_step)
+  return [jax.random.fold_in(segment, first + i) for i in range(count)]
+
+
 def _actor_source(s: Setup, run: Run, state, start_step: int, poll) -> ActorQueue:
   cfg, spec, device = s.config, s.spec, s.placement.actor
   P, p = jax.process_count(), jax.process_index()
   A, E = cfg.source.num_actors // P, cfg.source.envs_per_actor  # this process's actors: [p * A, (p + 1) * A)
   version = int(local_copy(state.update))
   # NOTE: made before the actors start: the first update donates `state`, so no thread may read it later.
-  keys = [jax.device_put(jax.random.fold_in(state.key, p * A + i), device) for i in range(A)]
+  keys = [jax.device_put(k, device) for k in actor_keys(state.key, start_step, p * A, A)]
   act_fn = acting.make_act_fn(s.network, spec.discrete, normalize_obs=False)
   no_norm = normalize.init(())
-  seed = cfg.environment.seed + start_step
+  seed = segment_seed(cfg, start_step)
 
   def make_actor(i: int):
     rollout = make_rollout(spec, E, cfg.algorithm.unroll_length, 1, seed + (p * A + i) * E, act_fn, run.tracker,
@@ -220,9 +249,16 @@ def _actor_source(s: Setup, run: Run, state, start_step: int, poll) -> ActorQueu
 def train(algorithm: Algorithm, config) -> int:
   """Trains `algorithm` with `config` (its composed config); returns the exit code."""
   s = setup(algorithm, config)
-  cfg, spec = s.config, s.spec
+  shutdown = Shutdown(group=jax.process_count() > 1)
+  try:
+    return _train(s, shutdown)
+  finally:
+    shutdown.restore()
+
+
+def _train(s: Setup, shutdown: Shutdown) -> int:
+  algorithm, cfg, spec = s.algorithm, s.config, s.spec
   P = jax.process_count()
-  shutdown = Shutdown(group=P > 1)
   if distributed.is_main():
     print(header(s), flush=True)
   K = cfg.num_seeds
@@ -234,7 +270,7 @@ def train(algorithm: Algorithm, config) -> int:
   update_fn = lift(algorithm.make_update_fn(cfg.algorithm, s.network, spec.discrete, spec.image_obs,
                                             axis_name=AXIS if devices * P > 1 else None),
                    num_agents=K, split=algorithm.split_agents, devices=devices, batch_axis=env_axis)
-  normalize_obs = bool(getattr(cfg.algorithm, "normalize_obs", False))
+  normalize_obs = cfg.normalize_obs
   greedy_fn = acting.make_greedy_fn(s.network, spec.discrete, normalize_obs)
   no_norm = normalize.init(())
 
@@ -264,28 +300,32 @@ def train(algorithm: Algorithm, config) -> int:
         update_metrics = jax.device_get(local_copy(update_metrics))
         step = (index + 1) * steps_per_update
         if run.non_finite(update_metrics):
-          shutdown.signum = None  # the run ends here, with no state to save: a signal changes nothing
+          shutdown.end()  # the run ends here, with no state to save: a signal changes nothing
+          shutdown.signum = None
           return run.stop_non_finite(step, update_metrics)
         state = new_state
         metrics = dict(update_metrics, learn_time=time.perf_counter() - t0, **metrics)
         source.published(state)
         run.step(step, state, metrics, policy, final=index == cfg.algorithm.num_updates - 1)
       shutdown.check(index)
-  except Interrupted as e:
+  except Interrupted as e:  # the handler or poll has ended the run: a second signal is dropped
     close_source()  # before the checkpoint, so no actor writes to the tracker while it is saved
     run.interrupted(state, e.signum)
     return 128 + e.signum
   except (ActorError, TimeoutError, DiskFullError) as e:
+    shutdown.end()
     run.close()
     print(f"error: {e}", file=sys.stderr)
     return 1
   except Exception as e:
+    shutdown.end()
     if distributed.lost(e):
       close_source()
       distributed.stop_lost(e, run)
     raise
   finally:
     close_source()  # also when the learner itself raises: no actor thread outlives the run
+    shutdown.end()
   run.finish()
   return 0
 

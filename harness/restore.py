@@ -33,8 +33,7 @@ class LoadedRun:
   def agent(self, j: int):
     """Agent j's (params, obs_norm or None)."""
     state = self.state if len(self.seeds) == 1 else jax.tree.map(lambda x: x[j], self.state)
-    normalize_obs = getattr(self.config.algorithm, "normalize_obs", False)
-    return state.params, (state.obs_norm if normalize_obs else None)
+    return state.params, (state.obs_norm if self.config.normalize_obs else None)
 
 
 def load_run(run_dir: str, step: int | None = None) -> LoadedRun:

@@ -32,8 +32,7 @@ def columns(source: str, ray: bool) -> tuple[str, ...]:
 
 
 class TrajectorySource(Protocol):
-  metrics: tuple[str, ...]
-  """The columns `next` adds to progress.csv."""
+  """Where the loop's batches come from; `columns` names the progress.csv columns its `next` adds."""
 
   def next(self, state) -> tuple[Any, Trajectory, dict]:
     """(the state to update, its batch, this source's metrics). A rollout source hands back the state with what
@@ -51,7 +50,6 @@ class Rollouts:
 
   def __init__(self, rollout, device, normalize_obs: bool, ray: bool, poll: Callable[[], None]):
     self.rollout, self.device, self.normalize_obs, self.ray, self.poll = rollout, device, normalize_obs, ray, poll
-    self.metrics = columns("rollouts", ray)
 
   def next(self, state):
     P, p = jax.process_count(), jax.process_index()
@@ -78,13 +76,13 @@ class ActorQueue:
   """Batches of `batch` trajectories (this process's share) from actors that act with published parameters.
 
   NOTE: the policy lag of a trajectory is the number of parameter versions published since the one it was acted
-  with; the bounded queue keeps it within about `queue_size / actors + 1`.
+  with; the bounded queue keeps it within about `(queue_size + actors) * envs_per_actor / batch_trajectories`
+  (`envs.actors`).
   """
   def __init__(self, make_pool, store: ParamStore, batch: int, timeout: float, version: int, ray: bool,
                poll: Callable[[], None]):
     self.store, self.batch, self.timeout, self.version, self.ray, self.poll = store, batch, timeout, version, ray, poll
     self.pool = make_pool(store).start()
-    self.metrics = columns("actors", ray)
 
   def next(self, state):
     items, n = [], 0

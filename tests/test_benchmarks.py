@@ -61,6 +61,23 @@ def test_report_builds_tables_and_figure(suite_root, tmp_path, capsys):
   assert content.count("<!-- report:ppo_classic@1024 -->") == 1 and "kept" in content
 
 
+def test_report_shows_where_unfinished_runs_stand(suite_root, tmp_path):
+  """A suite whose runs were stopped (no result.json): the row says so, with their latest return and its step, and
+  no verdict; the figure still draws their curves."""
+  import shutil
+  root = tmp_path / "runs"
+  shutil.copytree(suite_root / "ppo_classic@1024", root / "ppo_classic@1024")
+  for run_dir in _jobs(root):
+    os.remove(run_dir / "result.json")
+  out = tmp_path / "out"
+  assert report.main(["--root", str(root), "--out", str(out)]) == 0
+  row = next(line for line in (out / "ppo_classic@1024.md").read_text().splitlines()
+             if line.startswith("| CartPole-v1 |"))
+  assert row.startswith("| CartPole-v1 | 0 (+2 unfinished) | ") and "(at 1,024 steps)" in row, row
+  assert "min so far" in row and "≥" not in row
+  assert (out / "ppo_classic@1024.png").stat().st_size > 5000
+
+
 def test_time_to_score(suite_root):
   """The first row at or above the target, from the real runs' progress.csv; None where no row reaches it."""
   import numpy as np

@@ -243,6 +243,16 @@ def test_a_signal_while_the_learner_waits_leaves_the_queue_unlocked():
   assert not any(t.is_alive() for t in pool._threads)
 
 
+def test_a_resumed_segment_samples_anew():
+  """The update never advances the state's key, so a resumed run's actors must not start from the keys of its first
+  segment: every actor of every segment gets its own key."""
+  from harness.loop import actor_keys
+  key = jax.random.PRNGKey(1)
+  keys = actor_keys(key, 0, 0, 4) + actor_keys(key, 6400, 0, 4) + actor_keys(key, 0, 4, 2)
+  assert len({tuple(np.asarray(k).tolist()) for k in keys}) == 10
+  assert all(np.array_equal(a, b) for a, b in zip(actor_keys(key, 0, 0, 6)[4:], actor_keys(key, 0, 4, 2)))
+
+
 def test_checkpoint_and_resume(tmp_path):
   run_dir = tmp_path / "resume"
   args = ["--env", "CartPole-v1", "--total-timesteps", "6400", "--checkpoint-every", "1280", "--keep-checkpoints", "10",
@@ -269,6 +279,8 @@ def test_checkpoint_and_resume(tmp_path):
     (["--lr-boundaries", "100", "50", "--lr-values", "1e-4", "1e-5"], "--lr-boundaries must be positive and increasing"),
     (["--lr-values", "1e-4"], "--lr-boundaries and --lr-values pair up"),
     (["--preset", "nature"], "--preset"),
+    (["--forward-chunks", "7"], "--forward-chunks 7 does not divide a batch's frames ((--unroll-length + 1) x "
+                                "--batch-trajectories = 1020)"),
 ])
 def test_bad_input(argv, match, capsys, tmp_path):
   with pytest.raises(SystemExit) as exc:
@@ -306,6 +318,8 @@ def test_actors_and_learner_on_different_devices(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path):
+  """An impatient user presses Ctrl-C twice: the second is dropped while the first's stop (actors joined, checkpoint
+  saved) runs, so the run still ends with its checkpoint and one line, no traceback."""
   import subprocess
   import sys
   from conftest import ROOT
@@ -318,9 +332,12 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
                                         and len((run_dir / "progress.csv").read_text().splitlines()) > 3):
     time.sleep(0.2)
   proc.send_signal(signal.SIGINT)
+  time.sleep(0.05)
+  proc.send_signal(signal.SIGINT)
   _, err = proc.communicate(timeout=60)
   assert proc.returncode == 130, err[-2000:]
-  assert "interrupted: checkpoint at step" in err
+  assert "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("interrupted: checkpoint at step")
   from harness.checkpoint import Checkpointer
   steps = Checkpointer(str(run_dir)).steps()
   last_logged = int(read_csv(run_dir / "progress.csv")[-1]["global_step"])

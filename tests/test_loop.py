@@ -20,8 +20,10 @@ def test_a2c_learns_cartpole(tmp_path, capsys):
   """The "Adding an algorithm" example (algorithms/a2c/, one registration line) trains through the same loop: a
   random policy scores ~22 a game; 100K steps must bring the training return (last 100 games) to 150."""
   run_dir = tmp_path / "a2c"
+  handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
   assert loop.main("a2c", ["--env", "CartPole-v1", "--total-timesteps", "100000", "--eval-episodes", "3",
                            "--run-dir", str(run_dir)] + QUIET) == 0
+  assert {s: signal.getsignal(s) for s in handlers} == handlers  # the run's stop handlers are gone with it
   rows = read_csv(run_dir / "progress.csv")
   assert float(rows[-1]["episode_return"]) >= 150, rows[-1]["episode_return"]
   assert json.loads((run_dir / "config.json").read_text())["algorithm"] == "a2c"

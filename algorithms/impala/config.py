@@ -114,6 +114,10 @@ class ImpalaConfig:
     if cfg.total_timesteps < cfg.steps_per_update:
       raise UsageError(f"--total-timesteps {cfg.total_timesteps} is less than one update "
                         f"(--unroll-length x --batch-trajectories = {cfg.steps_per_update})")
+    frames = (cfg.unroll_length + 1) * cfg.batch_trajectories  # what the learner's forward pass slices
+    if cfg.forward_chunks and frames % cfg.forward_chunks:
+      raise UsageError(f"--forward-chunks {cfg.forward_chunks} does not divide a batch's frames "
+                        f"((--unroll-length + 1) x --batch-trajectories = {frames})")
     return cfg
 
   @staticmethod

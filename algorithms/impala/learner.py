@@ -39,7 +39,9 @@ def impala_loss(target_logp, entropy, values, behaviour_logp, rewards, terminati
 
     L = -sum A_s log pi(a_s|x_s) + baseline_coef * 0.5 * sum (v_s - V(x_s))^2 - ent_coef * sum H(pi(.|x_s))
 
-  A_s and v_s are V-trace's (stop-gradiented). Auto-reset steps (mask 0) do not count.
+  A_s and v_s are V-trace's (stop-gradiented). Auto-reset steps (mask 0) do not count. The metrics mix units:
+  `policy_loss` and `value_loss` are the loss's sums (so loss = policy_loss + baseline_coef * value_loss -
+  ent_coef * n * entropy), `entropy`, `kl` and the rho statistics are means over the n counted samples.
   """
   log_rhos = target_logp - behaviour_logp
   vs, pg_adv = vtrace_batch(values, rewards, log_rhos, terminations, truncations, gamma, rho_bar, c_bar, lambda_,
