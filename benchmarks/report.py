@@ -167,6 +167,8 @@ def time_table(agents: list[AgentRun]) -> list[str]:
   for a in agents:
     if a.finished:
       groups.setdefault((a.env, mode(a)), {})[a.run_dir] = a
+  if not groups:
+    return ["Training time by execution mode: no finished run yet."]
   lines = ["Training time by execution mode:", "", "| env | mode | processes | wall time / process | "
            "wall time / seed | agent steps/s / process |", "|---|---|---|---|---|---|"]
   for (env, m), runs in groups.items():

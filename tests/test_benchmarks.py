@@ -75,6 +75,7 @@ def test_report_shows_where_unfinished_runs_stand(suite_root, tmp_path):
              if line.startswith("| CartPole-v1 |"))
   assert row.startswith("| CartPole-v1 | 0 (+2 unfinished) | ") and "(at 1,024 steps)" in row, row
   assert "min so far" in row and "≥" not in row
+  assert "Training time by execution mode: no finished run yet." in (out / "ppo_classic@1024.md").read_text()
   assert (out / "ppo_classic@1024.png").stat().st_size > 5000
 
 
