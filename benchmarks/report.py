@@ -84,27 +84,26 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
   hardware = set()
   for env, runs in by_env.items():
     done = [a for a in runs if a.finished]
+    judged = float("nan")  # the training return the verdict reads: only over the complete set of seeds
     if not runs:
-      row = [env, "0 (not run)"] + ["–"] * 4 + [_fmt(suite.reference(c, env)) for c in refs]
-      lines.append("| " + " | ".join(row + ([] if shortened else ["n/a"])) + " |")
-      continue
-    if not done:  # stopped or still running: where the runs stand, marked as such, and no verdict
-      lines.append("| " + " | ".join(so_far_row(env, runs) + [_fmt(suite.reference(c, env)) for c in refs]
-                                     + ([] if shortened else ["n/a"])) + " |")
-      continue
-    train = [final(a.train_return) for a in done]
-    evals = [final(a.eval_return) for a in done]
-    results = {a.run_dir: a.result for a in done}
-    walls = [r["walltime"] for r in results.values()]
-    sps = [r["sps"] for r in results.values()]
-    hardware |= {r.get("hardware", "unknown") for r in results.values()}
-    row = [env, f"{len(done)}" + (f" (+{len(runs) - len(done)} unfinished)" if len(runs) > len(done) else ""),
-           mean_std(train), mean_std(evals),
-           f"{np.mean(walls) / 60:.1f} min" if walls else "n/a", f"{np.mean(sps):,.0f}" if sps else "n/a"]
+      row = [env, "0 (not run)"] + ["–"] * 4
+    elif not done:  # stopped or still running: where the runs stand, marked as such, and no verdict
+      row = so_far_row(env, runs)
+    else:
+      train = [final(a.train_return) for a in done]
+      evals = [final(a.eval_return) for a in done]
+      results = {a.run_dir: a.result for a in done}
+      walls = [r["walltime"] for r in results.values()]
+      sps = [r["sps"] for r in results.values()]
+      hardware |= {r.get("hardware", "unknown") for r in results.values()}
+      row = [env, f"{len(done)}" + (f" (+{len(runs) - len(done)} unfinished)" if len(runs) > len(done) else ""),
+             mean_std(train), mean_std(evals),
+             f"{np.mean(walls) / 60:.1f} min" if walls else "n/a", f"{np.mean(sps):,.0f}" if sps else "n/a"]
+      if len(done) == len(runs) and not all(np.isnan(train)):
+        judged = float(np.nanmean(train))
     row += [_fmt(suite.reference(c, env)) for c in refs]
-    if not shortened:  # only over the complete set of seeds
-      m = float(np.nanmean(train)) if done and len(done) == len(runs) and not all(np.isnan(train)) else float("nan")
-      row.append(verdict(m, suite.reference(suite.verdict_against, env)))
+    if not shortened:
+      row.append(verdict(judged, suite.reference(suite.verdict_against, env)))  # "n/a" for NaN
     lines.append("| " + " | ".join(row) + " |")
   eval_games = sorted({int(a.config.get("eval_episodes", 0)) for a in agents})
   lines += ["", f"Protocol: {suite.protocol}. Training return: mean raw return of each seed's last 100 training "
@@ -125,10 +124,11 @@ def suite_report(name: str, suite: Suite, agents: list[AgentRun], steps: int, fi
 def so_far_row(env: str, runs: list[AgentRun]) -> list[str]:
   """The results row of an env whose runs are all unfinished: each one's latest training and evaluation returns,
   the step they were logged at, and the wall time and steps/s so far."""
-  step = max(int(a.steps[-1]) for a in runs if len(a.steps)) if any(len(a.steps) for a in runs) else 0
+  logged = [a for a in runs if len(a.steps)]
+  step = max((int(a.steps[-1]) for a in logged), default=0)
   at = f"{step / 1e6:.2f}M" if step >= 1e6 else f"{step:,}"
-  walls = [float(a.walltime[-1]) for a in runs if len(a.steps)]
-  sps = [a.steps[-1] / a.walltime[-1] for a in runs if len(a.steps) and a.walltime[-1] > 0]
+  walls = [float(a.walltime[-1]) for a in logged]
+  sps = [a.steps[-1] / a.walltime[-1] for a in logged if a.walltime[-1] > 0]
   return [env, f"0 (+{len(runs)} unfinished)", f"{mean_std([final(a.train_return) for a in runs])} (at {at} steps)",
           mean_std([final(a.eval_return) for a in runs]), f"{np.mean(walls) / 60:.1f} min so far" if walls else "n/a",
           f"{np.mean(sps):,.0f}" if sps else "n/a"]

@@ -82,8 +82,8 @@ class Shutdown:
     self.signum = signum
 
   def end(self) -> None:
-    """The run is ending: from here on a signal is dropped."""
-    self._ending = True
+    """The run is ending: a kept signal and every later one are dropped."""
+    self._ending, self.signum = True, None
 
   def restore(self) -> None:
     for signum, handler in self._previous.items():
@@ -301,7 +301,6 @@ def _train(s: Setup, shutdown: Shutdown) -> int:
         step = (index + 1) * steps_per_update
         if run.non_finite(update_metrics):
           shutdown.end()  # the run ends here, with no state to save: a signal changes nothing
-          shutdown.signum = None
           return run.stop_non_finite(step, update_metrics)
         state = new_state
         metrics = dict(update_metrics, learn_time=time.perf_counter() - t0, **metrics)
