@@ -13,6 +13,13 @@ IMPALA runs one process per seed. A job whose directory holds `result.json` is d
 checkpoint is continued with `--resume`; one without is started afresh. At the budget, running jobs are
 interrupted (they checkpoint first) and rerunning the same command continues them. Each job's output goes to a
 `.log` file beside its run directory. Flags after `--` are passed to new runs.
+
+Runs outlive the machine. A run that spans sessions rarely gets the same machine back, so the runs under
+benchmarks/runs are committed: git tracks each run's config.json, progress.csv, result.json and `.log`, and leaves
+out checkpoints/, TensorBoard events and videos. Whenever a job stops unfinished, its latest complete checkpoint is
+copied to RUN_DIR/kept_checkpoint/STEP, which git does track; on a fresh clone the same command finds it, puts it
+back under checkpoints/ and continues the run (progress.csv is cut back to that step on resume). A finished job's
+kept checkpoint is removed. `--keep-only` copies without running anything (for runs stopped some other way).
 """
 from __future__ import annotations
 
@@ -20,16 +27,19 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 from benchmarks.suites import SUITES, Suite
+from harness.checkpoint import DIR as CHECKPOINTS, complete_steps
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_RUNS = os.path.join(ROOT, "benchmarks", "runs")
 SEED_STRIDE = 10_000  # first seeds of successive processes; a process's agents use seed + j * num_envs
+KEPT = "kept_checkpoint"  # an unfinished run's latest checkpoint, tracked by git (checkpoints/ is not)
 
 
 @dataclasses.dataclass
@@ -65,17 +75,55 @@ def plan(suite: Suite, directory: str, envs: list[str], seeds: int, per_process:
 
 
 def status(job: Job) -> str:
-  """'done', 'resume' (has a checkpoint), 'restart' (started, no checkpoint) or 'new'."""
+  """'done', 'resume' (has a checkpoint, or a kept one), 'restart' (started, no checkpoint) or 'new'."""
   try:
     with open(os.path.join(job.run_dir, "result.json")) as f:
       json.load(f)
     return "done"
   except (OSError, ValueError):
     pass  # absent, or cut short: not done
-  ckpt = os.path.join(job.run_dir, "checkpoints")
-  if os.path.isdir(ckpt) and any(s.isdigit() for s in os.listdir(ckpt)):
+  if complete_steps(job.run_dir) or kept_step(job) is not None:
     return "resume"
   return "restart" if os.path.exists(job.run_dir) else "new"
+
+
+def kept_step(job: Job) -> int | None:
+  """The step of the job's kept checkpoint, or None."""
+  directory = os.path.join(job.run_dir, KEPT)
+  steps = [int(name) for name in os.listdir(directory) if name.isdigit()] if os.path.isdir(directory) else []
+  return max(steps) if steps else None
+
+
+def keep_checkpoint(job: Job) -> int | None:
+  """Copies an unfinished job's latest complete checkpoint to RUN_DIR/kept_checkpoint/STEP (replacing an older one)
+  and returns its step; removes a finished job's kept checkpoint. None when nothing is kept."""
+  kept = os.path.join(job.run_dir, KEPT)
+  if status(job) == "done":
+    shutil.rmtree(kept, ignore_errors=True)
+    return None
+  steps = complete_steps(job.run_dir)
+  if not steps:
+    return kept_step(job)  # nothing newer than what is kept (a fresh clone before its first save)
+  if kept_step(job) == steps[-1]:
+    return steps[-1]
+  partial = kept + ".partial"  # NOTE: copied aside and renamed, so a kill never leaves a half copy as the kept one
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(os.path.join(job.run_dir, CHECKPOINTS, str(steps[-1])), os.path.join(partial, str(steps[-1])))
+  shutil.rmtree(kept, ignore_errors=True)
+  os.rename(partial, kept)
+  return steps[-1]
+
+
+def restore_kept_checkpoint(job: Job) -> int | None:
+  """On a clone without the job's checkpoints (git leaves them out), puts its kept checkpoint back under
+  checkpoints/ for `--resume`; returns that step, or None when there was nothing to put back."""
+  step = kept_step(job)
+  if step is None or complete_steps(job.run_dir):
+    return None
+  target = os.path.join(job.run_dir, CHECKPOINTS, str(step))
+  shutil.rmtree(target, ignore_errors=True)
+  shutil.copytree(os.path.join(job.run_dir, KEPT, str(step)), target)
+  return step
 
 
 def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, extra: list[str]) -> list[str]:
@@ -92,10 +140,14 @@ def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, ext
 
 
 def _stop(running, grace_s: float) -> None:
-  """Interrupts running jobs (the trainers checkpoint on Ctrl-C), then kills any still alive after `grace_s`."""
+  """Stops running jobs with SIGTERM (the trainers checkpoint first), kills any still alive after `grace_s`, and
+  keeps each one's latest checkpoint.
+
+  NOTE: SIGTERM, not SIGINT: a process started in the background of a non-interactive shell (`... &`, nohup) inherits
+  SIGINT as ignored, and its trainers would miss one sent before their own handler is installed (set-up)."""
   for _, proc, _ in running:
     if proc.poll() is None:
-      proc.send_signal(signal.SIGINT)
+      proc.send_signal(signal.SIGTERM)
   deadline = time.time() + grace_s
   for _, proc, log in running:
     try:
@@ -104,6 +156,8 @@ def _stop(running, grace_s: float) -> None:
       proc.kill()
       proc.wait()
     log.close()
+  for job, _, _ in running:
+    keep_checkpoint(job)
 
 
 def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
@@ -123,16 +177,14 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
   failed = []
   try:
     while todo or running:
-      if budget_s is not None and time.time() - t0 > budget_s:
-        _stop(running, grace_s)
-        print(f"budget reached after {time.time() - t0:.0f}s: {len(todo) + len(running)} runs not finished; run "
-              f"the same command again to continue them", file=out)
-        return 3
       while todo and len(running) < parallel:
         job, state = todo.pop(0)
         os.makedirs(os.path.dirname(job.run_dir), exist_ok=True)
         log = open(job.run_dir + ".log", "a")
         cmd = command(suite, job, state, total_timesteps, extra)
+        restored = restore_kept_checkpoint(job) if state == "resume" else None
+        if restored is not None:
+          print(f"kept   {job.name}: checkpoint {restored} put back from {KEPT}/", file=out)
         print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out,
               flush=True)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -144,11 +196,17 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
           continue
         running.remove(item)
         log.close()
+        keep_checkpoint(job)
         ok = proc.returncode == 0 and status(job) == "done"
         print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
               f"log {job.run_dir}.log)", file=out, flush=True)
         if not ok:
           failed.append(job)
+      if budget_s is not None and time.time() - t0 > budget_s and (todo or running):
+        _stop(running, grace_s)
+        print(f"budget reached after {time.time() - t0:.0f}s: {len(todo) + len(running)} runs not finished; run "
+              f"the same command again to continue them", file=out)
+        return 3
   except KeyboardInterrupt:
     _stop(running, grace_s)
     print("interrupted: running jobs checkpointed; run the same command again to continue", file=out)
@@ -176,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--budget-hours", type=float, default=None, help="interrupt everything after this long")
   parser.add_argument("--root", default=DEFAULT_RUNS, help="where suites' run directories go")
   parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+  parser.add_argument("--keep-only", action="store_true",
+                      help=f"copy each unfinished run's latest checkpoint to RUN_DIR/{KEPT}/ (tracked by git) and exit")
   args = parser.parse_args(argv)
   suite = SUITES[args.suite]
   envs = suite.envs if args.envs is None else tuple(args.envs.split(","))
@@ -191,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
   per_process = 1 if suite.algo == "impala" else (args.seeds_per_process or suite.seeds_per_process or args.seeds)
   directory = suite_dir(args.root, args.suite, suite, args.total_timesteps)
   jobs = plan(suite, directory, list(envs), args.seeds, per_process, args.seed)
+  if args.keep_only:
+    for job in jobs:
+      step = keep_checkpoint(job)
+      print(f"{job.name}: " + (f"checkpoint {step} kept in {KEPT}/" if step is not None else f"{status(job)}, "
+                                "no checkpoint kept"))
+    return 0
   if args.dry_run:
     for job in jobs:
       print(f"{status(job):8s}{' '.join(command(suite, job, status(job), args.total_timesteps, extra))}")

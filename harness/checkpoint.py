@@ -52,7 +52,7 @@ def no_space(error: BaseException) -> str | None:
   return None
 
 
-def _complete_steps(run_dir: str) -> list[int]:
+def complete_steps(run_dir: str) -> list[int]:
   """The steps of RUN_DIR's finalized checkpoints (orbax's temporary directories of unfinished saves left out)."""
   directory = os.path.join(run_dir, DIR)
   return sorted(ocp.path.step.checkpoint_steps(directory)) if os.path.isdir(directory) else []
@@ -64,7 +64,7 @@ def disk_full(error: BaseException, writing: str, run_dir: str) -> DiskFullError
   if reason is None:
     return None
   run_dir = os.path.abspath(run_dir)
-  steps = _complete_steps(run_dir)
+  steps = complete_steps(run_dir)
   if not steps:  # --resume would find nothing to continue from
     return DiskFullError(f"{reason} writing {writing} (no complete checkpoint yet); free space and start the run "
                          f"again (--overwrite replaces {run_dir})")

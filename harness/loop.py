@@ -34,7 +34,7 @@ from harness import distributed, placement, remote, rundir, xla
 from harness.checkpoint import DiskFullError
 from harness.cli import UsageError, main_guard, parse
 from harness.config import RESUME_KEEPS, ActorSettings, parse_type, resolve_against_env
-from harness.run import BASE_COLUMNS, Run
+from harness.run import BASE_COLUMNS, NOTHING_TRAINED, Run, stopped
 from harness.sources import ActorQueue, Rollouts, columns
 
 
@@ -248,12 +248,30 @@ def _actor_source(s: Setup, run: Run, state, start_step: int, poll) -> ActorQueu
 
 def train(algorithm: Algorithm, config) -> int:
   """Trains `algorithm` with `config` (its composed config); returns the exit code."""
-  s = setup(algorithm, config)
+  try:
+    s = setup(algorithm, config)
+  except KeyboardInterrupt:  # Ctrl-C before the handlers below exist (Python's own raises KeyboardInterrupt)
+    return stopped_setting_up(config, signal.SIGINT, resuming=config.run.resume is not None)
   shutdown = Shutdown(group=jax.process_count() > 1)
   try:
     return _train(s, shutdown)
+  except Interrupted as e:  # raised at once while setting up, before the training loop
+    return stopped_setting_up(s.config, e.signum, s.resuming)
   finally:
     shutdown.restore()
+
+
+def stopped_setting_up(config, signum: int, resuming: bool) -> int:
+  """A signal before the first update of a run segment: nothing was trained, so nothing is saved; one line says how
+  to go on."""
+  run_dir = config.run.resume or config.run.run_dir
+  if resuming:
+    then = f"nothing trained since the last checkpoint; continue with --resume {run_dir}"
+  else:
+    then = f"{NOTHING_TRAINED} {run_dir}" if run_dir else "nothing trained yet"
+  if distributed.is_main():
+    print(f"{stopped(signum)} while setting up: {then}", file=sys.stderr)
+  return 128 + signum
 
 
 def _train(s: Setup, shutdown: Shutdown) -> int:

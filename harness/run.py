@@ -46,6 +46,14 @@ def agent_dir(run_dir: str, seeds: list[int], j: int) -> str:
   return run_dir if len(seeds) == 1 else os.path.join(run_dir, f"seed{seeds[j]}")
 
 
+NOTHING_TRAINED = "nothing trained yet; start again with --overwrite --run-dir"
+
+
+def stopped(signum: int) -> str:
+  """How the line a signal's stop ends with begins."""
+  return "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+
+
 class Run:
   """Owns the run directory's sinks and the logging, evaluation and checkpoint cadence.
 
@@ -165,8 +173,12 @@ class Run:
     if step > 0 and step not in self.checkpointer.steps():
       self.save(step, state)
     self.close()
-    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
-    print(f"{what}: checkpoint at step {step}; continue with --resume {self.config.run.run_dir}", file=sys.stderr)
+    if step == 0:
+      print(f"{stopped(signum)} before the first update: {NOTHING_TRAINED} {self.config.run.run_dir}",
+            file=sys.stderr)
+      return
+    print(f"{stopped(signum)}: checkpoint at step {step}; continue with --resume {self.config.run.run_dir}",
+          file=sys.stderr)
 
   def finish(self) -> None:
     """Closes the sinks, writes RUN_DIR/result.json (final returns per agent, wall time, hardware) and prints it."""

@@ -1,10 +1,14 @@
 """benchmarks.run (skip, resume, budget), benchmarks.report and benchmarks.plot on tiny real runs made here."""
+import csv
 import os
+import shutil
+import subprocess
 
 import pytest
 
 from benchmarks import plot, report
 from benchmarks import run as bench_run
+from harness.checkpoint import complete_steps
 
 SUITE = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "2", "--total-timesteps", "1024"]
 
@@ -37,11 +41,63 @@ def test_rerun_skips_finished_and_resumes_interrupted(suite_root, capsys):
 
 
 def test_budget_interrupts_and_rerun_finishes(tmp_path, capsys):
-  args = SUITE + ["--seeds", "1", "--root", str(tmp_path)]
+  args = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "1", "--total-timesteps", "16384", "--root",
+          str(tmp_path)]
   assert bench_run.main(args + ["--budget-hours", "0.0005"]) == 3  # 1.8 s: stopped while running
   assert "budget reached" in capsys.readouterr().out
+  run_dir = tmp_path / "ppo_classic@16384" / "CartPole-v1__seed1"
+  assert not (run_dir / "result.json").exists()
+  steps = complete_steps(str(run_dir))  # none if stopped while compiling
+  kept = run_dir / bench_run.KEPT
+  assert (sorted(os.listdir(kept)) if kept.exists() else []) == [str(s) for s in steps[-1:]]
   assert bench_run.main(args) == 0
-  assert (tmp_path / "ppo_classic@1024" / "CartPole-v1__seed1" / "result.json").is_file()
+  assert (run_dir / "result.json").is_file()
+  assert not kept.exists()  # a finished run keeps no checkpoint in git
+
+
+def test_an_unfinished_run_continues_on_a_fresh_clone(tmp_path, capsys):
+  """What git carries to another machine: an unfinished run's latest checkpoint under kept_checkpoint/. With
+  checkpoints/ gone (a clone leaves it out) the same command puts it back and trains on from its step."""
+  args = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "1", "--total-timesteps", "2048", "--root",
+          str(tmp_path)]
+  assert bench_run.main(args + ["--", "--checkpoint-every", "1024"]) == 0
+  run_dir = tmp_path / "ppo_classic@2048" / "CartPole-v1__seed1"
+  assert complete_steps(str(run_dir)) == [1024, 2048] and not (run_dir / bench_run.KEPT).exists()
+  # as if stopped after the checkpoint at 1,024 steps, by a kill the grid did not see
+  os.remove(run_dir / "result.json")
+  shutil.rmtree(run_dir / "checkpoints" / "2048")
+  capsys.readouterr()
+  assert bench_run.main(args + ["--keep-only"]) == 0
+  assert "CartPole-v1__seed1: checkpoint 1024 kept in kept_checkpoint/" in capsys.readouterr().out
+  assert os.listdir(run_dir / bench_run.KEPT) == ["1024"]
+  shutil.rmtree(run_dir / "checkpoints")  # the clone on the next machine
+  assert bench_run.main(args + ["--dry-run"]) == 0
+  assert capsys.readouterr().out.startswith("resume ")
+  assert bench_run.main(args) == 0
+  out = capsys.readouterr().out
+  assert "kept   CartPole-v1__seed1: checkpoint 1024 put back from kept_checkpoint/" in out and "--resume" in out
+  with open(run_dir / "progress.csv") as f:
+    steps = [int(row["global_step"]) for row in csv.DictReader(f)]
+  assert steps == [512, 1024, 1536, 2048]  # trained on from 1,024, not started again
+  assert (run_dir / "result.json").is_file() and not (run_dir / bench_run.KEPT).exists()
+
+
+def test_git_tracks_a_runs_record_and_kept_checkpoint_only():
+  """benchmarks/runs is committed without its heavy parts: the .gitignore rules benchmarks.run relies on."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if subprocess.run(["git", "-C", repo, "rev-parse"], capture_output=True).returncode != 0:
+    pytest.skip("not a git checkout")
+  run = "benchmarks/runs/ppo_pong/Pong-v5__seed1"
+
+  def ignored(path):
+    return subprocess.run(["git", "-C", repo, "check-ignore", "--no-index", "-q", path]).returncode == 0
+
+  for path in (f"{run}/config.json", f"{run}/progress.csv", f"{run}/result.json", f"{run}.log",
+               f"{run}/eval/500000.json", f"{run}/seed1/progress.csv", f"{run}/kept_checkpoint/500000/meta/x"):
+    assert not ignored(path), path
+  for path in (f"{run}/checkpoints/500000/state/x", f"{run}/events.out.tfevents.1796159031.vm",
+               f"{run}/eval/videos/500000.mp4", f"{run}/kept_checkpoint.partial/500000/x", "runs/x/config.json"):
+    assert ignored(path), path
 
 
 def test_report_builds_tables_and_figure(suite_root, tmp_path, capsys):

@@ -87,6 +87,31 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, script, args):
   assert steps == sorted(set(steps)) and steps[-1] == int(args[-1]) and last in steps
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_setting_up_ends_in_one_line(tmp_path, signum):
+  """Sent as soon as the header is out (state init, compilation: before any update): exit 128 + signum, no
+  traceback, one line saying what to do; a checkpoint only if an update finished first."""
+  run_dir = tmp_path / "r"
+  cmd = [sys.executable, os.path.join(ROOT, "run_ppo.py"), "--env", "CartPole-v1", "--total-timesteps", "20480",
+         "--eval-every", "0", "--run-dir", str(run_dir)] + QUIET
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  for line in proc.stdout:
+    if "compiling the first update" in line:
+      break
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 128 + signum, err[-2000:]
+  assert "Traceback" not in err, err[-2000:]
+  what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+  rows = read_csv(run_dir / "progress.csv") if (run_dir / "progress.csv").exists() else []
+  if rows:  # the first update beat the signal: its checkpoint
+    expected = [f"{what}: checkpoint at step {rows[-1]['global_step']}; continue with --resume {run_dir}"]
+  else:
+    expected = [f"{what} {when}: nothing trained yet; start again with --overwrite --run-dir {run_dir}"
+                for when in ("while setting up", "before the first update")]
+  assert err.strip().splitlines()[-1] in expected, err[-2000:]
+
+
 def test_sigterm_stops_a_process_group_at_one_step(tmp_path):
   """Two jax.distributed processes on loopback; SIGTERM to process 1 alone: JAX's preemption service tells both at
   which update to stop, process 0 saves that step, and both exit 143."""
