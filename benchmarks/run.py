@@ -24,6 +24,7 @@ kept checkpoint is removed. `--keep-only` copies without running anything (for r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from benchmarks.suites import SUITES, Suite
@@ -95,35 +97,53 @@ def kept_step(job: Job) -> int | None:
 
 
 def keep_checkpoint(job: Job) -> int | None:
-  """Copies an unfinished job's latest complete checkpoint to RUN_DIR/kept_checkpoint/STEP (replacing an older one)
-  and returns its step; removes a finished job's kept checkpoint. None when nothing is kept."""
+  """Copies an unfinished job's latest complete checkpoint to RUN_DIR/kept_checkpoint/STEP when it is newer than the
+  kept one, and returns the kept step; removes a finished job's kept checkpoint. None when nothing is kept.
+
+  NOTE: the new copy is made aside and renamed in before the old one is deleted, so a kill at any point leaves a
+  whole kept checkpoint (the old or the new) and at most a git-ignored `kept_checkpoint.partial/`."""
   kept = os.path.join(job.run_dir, KEPT)
   if status(job) == "done":
     shutil.rmtree(kept, ignore_errors=True)
     return None
-  steps = complete_steps(job.run_dir)
-  if not steps:
-    return kept_step(job)  # nothing newer than what is kept (a fresh clone before its first save)
-  if kept_step(job) == steps[-1]:
-    return steps[-1]
-  partial = kept + ".partial"  # NOTE: copied aside and renamed, so a kill never leaves a half copy as the kept one
-  shutil.rmtree(partial, ignore_errors=True)
+  steps, step = complete_steps(job.run_dir), kept_step(job)
+  if not steps or (step is not None and step >= steps[-1]):
+    return step  # nothing newer here (a fresh clone before its first save, or one behind what git carried)
+  partial, old = kept + ".partial", kept + ".old"
+  for leftover in (partial, old):
+    shutil.rmtree(leftover, ignore_errors=True)
   shutil.copytree(os.path.join(job.run_dir, CHECKPOINTS, str(steps[-1])), os.path.join(partial, str(steps[-1])))
-  shutil.rmtree(kept, ignore_errors=True)
+  if os.path.isdir(kept):
+    os.rename(kept, old)
   os.rename(partial, kept)
+  shutil.rmtree(old, ignore_errors=True)
   return steps[-1]
 
 
 def restore_kept_checkpoint(job: Job) -> int | None:
-  """On a clone without the job's checkpoints (git leaves them out), puts its kept checkpoint back under
-  checkpoints/ for `--resume`; returns that step, or None when there was nothing to put back."""
+  """Puts the job's kept checkpoint back under checkpoints/ when this machine has none as recent (a clone: git
+  leaves checkpoints/ out), so `--resume` continues from it; returns that step, or None.
+
+  NOTE: copied under orbax's temporary-directory name and renamed when whole: a kill during the copy leaves what
+  orbax takes for an unfinished save (and removes), never a step it would take for complete."""
   step = kept_step(job)
-  if step is None or complete_steps(job.run_dir):
+  steps = complete_steps(job.run_dir)
+  if step is None or (steps and steps[-1] >= step):
     return None
-  target = os.path.join(job.run_dir, CHECKPOINTS, str(step))
-  shutil.rmtree(target, ignore_errors=True)
-  shutil.copytree(os.path.join(job.run_dir, KEPT, str(step)), target)
+  directory = os.path.join(job.run_dir, CHECKPOINTS)
+  partial = os.path.join(directory, f"{step}.orbax-checkpoint-tmp-kept")
+  shutil.rmtree(partial, ignore_errors=True)
+  shutil.copytree(os.path.join(job.run_dir, KEPT, str(step)), partial)
+  os.rename(partial, os.path.join(directory, str(step)))
   return step
+
+
+def _keep(job: Job, out) -> None:
+  """keep_checkpoint, with a failed copy (a full disk) said in one line instead of ending the grid."""
+  try:
+    keep_checkpoint(job)
+  except OSError as e:
+    print(f"warning: {job.name}: its latest checkpoint was not copied to {KEPT}/ ({e})", file=out, flush=True)
 
 
 def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, extra: list[str]) -> list[str]:
@@ -139,25 +159,44 @@ def command(suite: Suite, job: Job, state: str, total_timesteps: int | None, ext
   return cmd
 
 
-def _stop(running, grace_s: float) -> None:
+@contextlib.contextmanager
+def _signal_handlers(handler, signums):
+  """`handler` for `signums` within the block (main thread only), the previous handlers after it."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {signum: signal.signal(signum, handler) for signum in signums}
+  try:
+    yield
+  finally:
+    for signum, old in previous.items():
+      signal.signal(signum, old)
+
+
+def _ctrl_c(signum, frame):
+  raise KeyboardInterrupt
+
+
+def _stop(running, grace_s: float, out) -> None:
   """Stops running jobs with SIGTERM (the trainers checkpoint first), kills any still alive after `grace_s`, and
   keeps each one's latest checkpoint.
 
   NOTE: SIGTERM, not SIGINT: a process started in the background of a non-interactive shell (`... &`, nohup) inherits
   SIGINT as ignored, and its trainers would miss one sent before their own handler is installed (set-up)."""
-  for _, proc, _ in running:
-    if proc.poll() is None:
-      proc.send_signal(signal.SIGTERM)
-  deadline = time.time() + grace_s
-  for _, proc, log in running:
-    try:
-      proc.wait(timeout=max(deadline - time.time(), 0.1))
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
-    log.close()
-  for job, _, _ in running:
-    keep_checkpoint(job)
+  with _signal_handlers(signal.SIG_IGN, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):  # a second Ctrl-C waits
+    for _, proc, _ in running:
+      if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace_s
+    for _, proc, log in running:
+      try:
+        proc.wait(timeout=max(deadline - time.time(), 0.1))
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+      log.close()
+    for job, _, _ in running:
+      _keep(job, out)
 
 
 def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
@@ -179,12 +218,17 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
     while todo or running:
       while todo and len(running) < parallel:
         job, state = todo.pop(0)
+        try:
+          restored = restore_kept_checkpoint(job) if state == "resume" else None
+        except OSError as e:
+          print(f"FAILED {job.name}: its kept checkpoint could not be put back ({e})", file=out, flush=True)
+          failed.append(job)
+          continue
+        if restored is not None:
+          print(f"kept   {job.name}: checkpoint {restored} put back from {KEPT}/", file=out)
         os.makedirs(os.path.dirname(job.run_dir), exist_ok=True)
         log = open(job.run_dir + ".log", "a")
         cmd = command(suite, job, state, total_timesteps, extra)
-        restored = restore_kept_checkpoint(job) if state == "resume" else None
-        if restored is not None:
-          print(f"kept   {job.name}: checkpoint {restored} put back from {KEPT}/", file=out)
         print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out,
               flush=True)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -196,19 +240,19 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
           continue
         running.remove(item)
         log.close()
-        keep_checkpoint(job)
+        _keep(job, out)
         ok = proc.returncode == 0 and status(job) == "done"
         print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
               f"log {job.run_dir}.log)", file=out, flush=True)
         if not ok:
           failed.append(job)
       if budget_s is not None and time.time() - t0 > budget_s and (todo or running):
-        _stop(running, grace_s)
+        _stop(running, grace_s, out)
         print(f"budget reached after {time.time() - t0:.0f}s: {len(todo) + len(running)} runs not finished; run "
               f"the same command again to continue them", file=out)
         return 3
   except KeyboardInterrupt:
-    _stop(running, grace_s)
+    _stop(running, grace_s, out)
     print("interrupted: running jobs checkpointed; run the same command again to continue", file=out)
     return 130
   return 1 if failed else 0
@@ -262,8 +306,9 @@ def main(argv: list[str] | None = None) -> int:
       print(f"{status(job):8s}{' '.join(command(suite, job, status(job), args.total_timesteps, extra))}")
     return 0
   budget = None if args.budget_hours is None else args.budget_hours * 3600
-  return run_grid(suite, jobs, parallel=args.jobs, budget_s=budget, total_timesteps=args.total_timesteps,
-                  extra=extra)
+  with _signal_handlers(_ctrl_c, (signal.SIGTERM, signal.SIGHUP)):  # a session or terminal ending: as Ctrl-C
+    return run_grid(suite, jobs, parallel=args.jobs, budget_s=budget, total_timesteps=args.total_timesteps,
+                    extra=extra)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class Interrupted(Exception):
 
 
 class Shutdown:
-  """SIGINT (Ctrl-C, `benchmarks.run`'s budget) and SIGTERM (what SLURM, Kubernetes, `docker stop` and Ray send
+  """SIGINT (Ctrl-C) and SIGTERM (`benchmarks.run`'s budget; what SLURM, Kubernetes, `docker stop` and Ray send
   before they kill) both stop the run with a checkpoint.
 
   NOTE: a Python signal handler runs in the main thread between any two bytecodes, so an exception it raises can
@@ -67,6 +67,7 @@ class Shutdown:
 
   def __init__(self, group: bool):
     self.group, self.signum, self._deferring, self._ending = group, None, False, False
+    self.training = False  # set when the training loop takes over the handling of `Interrupted`
     self._previous = {}
     if threading.current_thread() is threading.main_thread():
       # NOTE: also re-enables SIGINT, which a background process of a non-interactive shell inherits as ignored.
@@ -250,25 +251,28 @@ def train(algorithm: Algorithm, config) -> int:
   """Trains `algorithm` with `config` (its composed config); returns the exit code."""
   try:
     s = setup(algorithm, config)
-  except KeyboardInterrupt:  # Ctrl-C before the handlers below exist (Python's own raises KeyboardInterrupt)
-    return stopped_setting_up(config, signal.SIGINT, resuming=config.run.resume is not None)
+  except KeyboardInterrupt:  # Ctrl-C before the handlers below exist: nothing is written before `setup` returns
+    then = (f"continue with --resume {config.run.resume}" if config.run.resume is not None
+            else "nothing written; run the same command again")
+    print(f"interrupted while setting up: {then}", file=sys.stderr)
+    return 128 + signal.SIGINT
   shutdown = Shutdown(group=jax.process_count() > 1)
   try:
     return _train(s, shutdown)
-  except Interrupted as e:  # raised at once while setting up, before the training loop
-    return stopped_setting_up(s.config, e.signum, s.resuming)
+  except Interrupted as e:
+    if shutdown.training:
+      raise  # NOTE: only a signal landing in one of the loop's error handlers gets here; the error goes with it
+    return stopped_setting_up(s, e.signum)
   finally:
     shutdown.restore()
 
 
-def stopped_setting_up(config, signum: int, resuming: bool) -> int:
-  """A signal before the first update of a run segment: nothing was trained, so nothing is saved; one line says how
-  to go on."""
-  run_dir = config.run.resume or config.run.run_dir
-  if resuming:
-    then = f"nothing trained since the last checkpoint; continue with --resume {run_dir}"
-  else:
-    then = f"{NOTHING_TRAINED} {run_dir}" if run_dir else "nothing trained yet"
+def stopped_setting_up(s: Setup, signum: int) -> int:
+  """A signal after `setup` and before the training loop (state init, the run directory's sinks): nothing was trained,
+  so nothing is saved; one line says how to go on."""
+  run_dir = s.config.run.run_dir
+  then = (f"nothing trained since the last checkpoint; continue with --resume {run_dir}" if s.resuming
+          else f"{NOTHING_TRAINED} {run_dir}")
   if distributed.is_main():
     print(f"{stopped(signum)} while setting up: {then}", file=sys.stderr)
   return 128 + signum
@@ -305,6 +309,7 @@ def _train(s: Setup, shutdown: Shutdown) -> int:
       source.close()
       source = None
 
+  shutdown.training = True
   try:
     source = (_rollout_source(s, run, start_step, shutdown.poll) if algorithm.source == "rollouts"
               else _actor_source(s, run, state, start_step, shutdown.poll))

@@ -2,12 +2,16 @@
 import csv
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
 from benchmarks import plot, report
 from benchmarks import run as bench_run
+from conftest import ROOT
 from harness.checkpoint import complete_steps
 
 SUITE = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "2", "--total-timesteps", "1024"]
@@ -56,30 +60,53 @@ def test_budget_interrupts_and_rerun_finishes(tmp_path, capsys):
 
 
 def test_an_unfinished_run_continues_on_a_fresh_clone(tmp_path, capsys):
-  """What git carries to another machine: an unfinished run's latest checkpoint under kept_checkpoint/. With
-  checkpoints/ gone (a clone leaves it out) the same command puts it back and trains on from its step."""
-  args = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "1", "--total-timesteps", "2048", "--root",
+  """What git carries to another machine: an unfinished run's latest checkpoint under kept_checkpoint/. A clone
+  without it, or behind it (an older checkpoint left from an earlier session), gets it back and trains on from it;
+  an older checkpoint here never replaces a newer kept one."""
+  args = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "1", "--total-timesteps", "3072", "--root",
           str(tmp_path)]
   assert bench_run.main(args + ["--", "--checkpoint-every", "1024"]) == 0
-  run_dir = tmp_path / "ppo_classic@2048" / "CartPole-v1__seed1"
-  assert complete_steps(str(run_dir)) == [1024, 2048] and not (run_dir / bench_run.KEPT).exists()
-  # as if stopped after the checkpoint at 1,024 steps, by a kill the grid did not see
+  run_dir = tmp_path / "ppo_classic@3072" / "CartPole-v1__seed1"
+  assert complete_steps(str(run_dir)) == [1024, 2048, 3072] and not (run_dir / bench_run.KEPT).exists()
+  # as if killed after its checkpoint at 2,048 steps, a stop the grid did not see
   os.remove(run_dir / "result.json")
-  shutil.rmtree(run_dir / "checkpoints" / "2048")
+  shutil.rmtree(run_dir / "checkpoints" / "3072")
   capsys.readouterr()
   assert bench_run.main(args + ["--keep-only"]) == 0
-  assert "CartPole-v1__seed1: checkpoint 1024 kept in kept_checkpoint/" in capsys.readouterr().out
-  assert os.listdir(run_dir / bench_run.KEPT) == ["1024"]
-  shutil.rmtree(run_dir / "checkpoints")  # the clone on the next machine
+  assert "CartPole-v1__seed1: checkpoint 2048 kept in kept_checkpoint/" in capsys.readouterr().out
+  assert os.listdir(run_dir / bench_run.KEPT) == ["2048"]
+  shutil.rmtree(run_dir / "checkpoints" / "2048")  # this machine holds only the older 1,024
+  job = bench_run.Job("CartPole-v1", 1, 1, str(run_dir))
+  assert bench_run.keep_checkpoint(job) == 2048 and os.listdir(run_dir / bench_run.KEPT) == ["2048"]
   assert bench_run.main(args + ["--dry-run"]) == 0
   assert capsys.readouterr().out.startswith("resume ")
   assert bench_run.main(args) == 0
   out = capsys.readouterr().out
-  assert "kept   CartPole-v1__seed1: checkpoint 1024 put back from kept_checkpoint/" in out and "--resume" in out
+  assert "kept   CartPole-v1__seed1: checkpoint 2048 put back from kept_checkpoint/" in out and "--resume" in out
   with open(run_dir / "progress.csv") as f:
     steps = [int(row["global_step"]) for row in csv.DictReader(f)]
-  assert steps == [512, 1024, 1536, 2048]  # trained on from 1,024, not started again
+  assert steps == [512 * i for i in range(1, 7)]  # every step once: cut back to 2,048 and trained on from there
+  assert complete_steps(str(run_dir)) == [1024, 2048, 3072]
   assert (run_dir / "result.json").is_file() and not (run_dir / bench_run.KEPT).exists()
+
+
+def test_sigterm_to_the_grid_stops_and_keeps_its_jobs(tmp_path):
+  """A session or terminal ending sends the grid itself SIGTERM (or SIGHUP): its jobs checkpoint, their latest
+  checkpoint is kept, and it exits as on Ctrl-C."""
+  run_dir = tmp_path / "ppo_classic@1000000" / "CartPole-v1__seed1"
+  cmd = [sys.executable, "-m", "benchmarks.run", "ppo_classic", "--envs", "CartPole-v1", "--seeds", "1",
+         "--total-timesteps", "1000000", "--root", str(tmp_path), "--", "--checkpoint-every", "2048"]
+  grid = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not complete_steps(str(run_dir)):
+    time.sleep(0.5)
+  grid.send_signal(signal.SIGTERM)
+  out, err = grid.communicate(timeout=120)
+  assert grid.returncode == 130, err[-2000:]
+  assert "interrupted: running jobs checkpointed" in out and err == ""
+  steps = complete_steps(str(run_dir))
+  assert steps and os.listdir(run_dir / bench_run.KEPT) == [str(steps[-1])]
+  assert "stopped by SIGTERM: checkpoint at step" in (tmp_path / "ppo_classic@1000000" / "CartPole-v1__seed1.log").read_text()
 
 
 def test_git_tracks_a_runs_record_and_kept_checkpoint_only():
@@ -96,7 +123,8 @@ def test_git_tracks_a_runs_record_and_kept_checkpoint_only():
                f"{run}/eval/500000.json", f"{run}/seed1/progress.csv", f"{run}/kept_checkpoint/500000/meta/x"):
     assert not ignored(path), path
   for path in (f"{run}/checkpoints/500000/state/x", f"{run}/events.out.tfevents.1796159031.vm",
-               f"{run}/eval/videos/500000.mp4", f"{run}/kept_checkpoint.partial/500000/x", "runs/x/config.json"):
+               f"{run}/eval/videos/500000.mp4", f"{run}/kept_checkpoint.partial/500000/x", f"{run}/kept_checkpoint.old/1/x", f"{run}/result.json.tmp",
+               f"{run}/wandb/run-1/files/x", "runs/x/config.json"):
     assert ignored(path), path
 
 
