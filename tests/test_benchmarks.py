@@ -106,7 +106,8 @@ def test_sigterm_to_the_grid_stops_and_keeps_its_jobs(tmp_path):
   assert "interrupted: running jobs checkpointed" in out and err == ""
   steps = complete_steps(str(run_dir))
   assert steps and os.listdir(run_dir / bench_run.KEPT) == [str(steps[-1])]
-  assert "stopped by SIGTERM: checkpoint at step" in (tmp_path / "ppo_classic@1000000" / "CartPole-v1__seed1.log").read_text()
+  log = (tmp_path / "ppo_classic@1000000" / "CartPole-v1__seed1.log").read_text()
+  assert "stopped by SIGTERM: checkpoint at step" in log
 
 
 def test_git_tracks_a_runs_record_and_kept_checkpoint_only():
@@ -123,8 +124,9 @@ def test_git_tracks_a_runs_record_and_kept_checkpoint_only():
                f"{run}/eval/500000.json", f"{run}/seed1/progress.csv", f"{run}/kept_checkpoint/500000/meta/x"):
     assert not ignored(path), path
   for path in (f"{run}/checkpoints/500000/state/x", f"{run}/events.out.tfevents.1796159031.vm",
-               f"{run}/eval/videos/500000.mp4", f"{run}/kept_checkpoint.partial/500000/x", f"{run}/kept_checkpoint.old/1/x", f"{run}/result.json.tmp",
-               f"{run}/wandb/run-1/files/x", "runs/x/config.json"):
+               f"{run}/eval/videos/500000.mp4", f"{run}/kept_checkpoint.partial/500000/x",
+               f"{run}/kept_checkpoint.old/1/x", f"{run}/result.json.tmp", f"{run}/wandb/run-1/files/x",
+               "runs/x/config.json"):
     assert ignored(path), path
 
 
