@@ -51,7 +51,8 @@ ret = lambda r: float(r["episode_return"] or "nan")
 last = rows[-1] if rows else None
 first18 = next((r for r in rows if not math.isnan(ret(r)) and ret(r) >= 18), None)
 steps, wall = (int(last["global_step"]), float(last["walltime"])) if last else (0, 1.0)
-print(f"{steps:,} steps in {wall:.0f} s ({steps / max(wall, 1e-9):,.0f}/s); return {ret(last) if last else math.nan:.1f}; "
+r = ret(last) if last else math.nan
+print(f"{steps:,} steps in {wall:.0f} s ({steps / max(wall, 1e-9):,.0f}/s); return {r:.1f}; "
       + (f"18 first at {float(first18['walltime']) / 60:.1f} min" if first18 else "18 not reached"))
 PY
 )
