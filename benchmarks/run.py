@@ -184,18 +184,18 @@ def _stop(running, grace_s: float, out) -> None:
   NOTE: SIGTERM, not SIGINT: a process started in the background of a non-interactive shell (`... &`, nohup) inherits
   SIGINT as ignored, and its trainers would miss one sent before their own handler is installed (set-up)."""
   with _signal_handlers(signal.SIG_IGN, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):  # a second Ctrl-C waits
-    for _, proc, _ in running:
+    for _, proc, _, _ in running:
       if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     deadline = time.time() + grace_s
-    for _, proc, log in running:
+    for _, proc, log, _ in running:
       try:
         proc.wait(timeout=max(deadline - time.time(), 0.1))
       except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
       log.close()
-    for job, _, _ in running:
+    for job, _, _, _ in running:
       _keep(job, out)
 
 
@@ -212,7 +212,7 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
       print(f"skip   {job.name} (done)", file=out)
     else:
       todo.append((job, state))
-  running: list[tuple[Job, subprocess.Popen, object]] = []
+  running: list[tuple[Job, subprocess.Popen, object, float]] = []
   failed = []
   try:
     while todo or running:
@@ -232,18 +232,18 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
         print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out,
               flush=True)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        running.append((job, proc, log))
+        running.append((job, proc, log, time.time()))
       time.sleep(0.5)
       for item in list(running):
-        job, proc, log = item
+        job, proc, log, started = item
         if proc.poll() is None:
           continue
         running.remove(item)
         log.close()
         _keep(job, out)
         ok = proc.returncode == 0 and status(job) == "done"
-        print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - t0:.0f}s; "
-              f"log {job.run_dir}.log)", file=out, flush=True)
+        print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - started:.0f}s, "
+              f"grid at {time.time() - t0:.0f}s; log {job.run_dir}.log)", file=out, flush=True)
         if not ok:
           failed.append(job)
       if budget_s is not None and time.time() - t0 > budget_s and (todo or running):

@@ -1,6 +1,8 @@
 """benchmarks.run (skip, resume, budget), benchmarks.report and benchmarks.plot on tiny real runs made here."""
+import contextlib
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +22,18 @@ SUITE = ["ppo_classic", "--envs", "CartPole-v1", "--seeds", "2", "--total-timest
 @pytest.fixture(scope="module")
 def suite_root(tmp_path_factory):
   root = tmp_path_factory.mktemp("bench")
-  # one process per seed, so the grid has two jobs
-  assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(root)]) == 0
+  # one process per seed, so the grid has two jobs, one after the other; what the grid printed goes to grid.txt
+  with open(root / "grid.txt", "w") as out, contextlib.redirect_stdout(out):
+    assert bench_run.main(SUITE + ["--seeds-per-process", "1", "--root", str(root)]) == 0
   return root
+
+
+def test_a_finished_job_reports_its_own_time(suite_root):
+  """Each `done` line gives the job's seconds and the grid's: the second job's are its own, not the grid's so far."""
+  done = re.findall(r"done   (\S+) \(exit 0, (\d+)s, grid at (\d+)s; log ", (suite_root / "grid.txt").read_text())
+  assert [name for name, _, _ in done] == ["CartPole-v1__seed1", "CartPole-v1__seed10001"], done
+  (_, first, first_at), (_, second, second_at) = [(n, int(a), int(b)) for n, a, b in done]
+  assert first <= first_at and second < second_at and abs(first + second - second_at) <= 5, done
 
 
 def _jobs(root):
