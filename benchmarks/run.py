@@ -177,26 +177,35 @@ def _ctrl_c(signum, frame):
   raise KeyboardInterrupt
 
 
-def _stop(running, grace_s: float, out) -> None:
+@dataclasses.dataclass
+class Running:
+  """A started job: its process, the open log its output goes to, and when it started (time.time())."""
+  job: Job
+  proc: subprocess.Popen
+  log: object
+  started: float
+
+
+def _stop(running: list[Running], grace_s: float, out) -> None:
   """Stops running jobs with SIGTERM (the trainers checkpoint first), kills any still alive after `grace_s`, and
   keeps each one's latest checkpoint.
 
   NOTE: SIGTERM, not SIGINT: a process started in the background of a non-interactive shell (`... &`, nohup) inherits
   SIGINT as ignored, and its trainers would miss one sent before their own handler is installed (set-up)."""
   with _signal_handlers(signal.SIG_IGN, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)):  # a second Ctrl-C waits
-    for _, proc, _, _ in running:
-      if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    for r in running:
+      if r.proc.poll() is None:
+        r.proc.send_signal(signal.SIGTERM)
     deadline = time.time() + grace_s
-    for _, proc, log, _ in running:
+    for r in running:
       try:
-        proc.wait(timeout=max(deadline - time.time(), 0.1))
+        r.proc.wait(timeout=max(deadline - time.time(), 0.1))
       except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-      log.close()
-    for job, _, _, _ in running:
-      _keep(job, out)
+        r.proc.kill()
+        r.proc.wait()
+      r.log.close()
+    for r in running:
+      _keep(r.job, out)
 
 
 def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | None, total_timesteps: int | None,
@@ -212,7 +221,7 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
       print(f"skip   {job.name} (done)", file=out)
     else:
       todo.append((job, state))
-  running: list[tuple[Job, subprocess.Popen, object, float]] = []
+  running: list[Running] = []
   failed = []
   try:
     while todo or running:
@@ -232,20 +241,20 @@ def run_grid(suite: Suite, jobs: list[Job], *, parallel: int, budget_s: float | 
         print(f"{'resume' if state == 'resume' else 'start'}  {job.name}: {' '.join(cmd[1:])}", file=out,
               flush=True)
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        running.append((job, proc, log, time.time()))
+        running.append(Running(job, proc, log, time.time()))
       time.sleep(0.5)
-      for item in list(running):
-        job, proc, log, started = item
-        if proc.poll() is None:
+      for r in list(running):
+        if r.proc.poll() is None:
           continue
-        running.remove(item)
-        log.close()
-        _keep(job, out)
-        ok = proc.returncode == 0 and status(job) == "done"
-        print(f"{'done' if ok else 'FAILED'}   {job.name} (exit {proc.returncode}, {time.time() - started:.0f}s, "
-              f"grid at {time.time() - t0:.0f}s; log {job.run_dir}.log)", file=out, flush=True)
+        running.remove(r)
+        r.log.close()
+        _keep(r.job, out)
+        ok = r.proc.returncode == 0 and status(r.job) == "done"
+        now = time.time()
+        print(f"{'done' if ok else 'FAILED'}   {r.job.name} (exit {r.proc.returncode}, {now - r.started:.0f}s, "
+              f"grid at {now - t0:.0f}s; log {r.job.run_dir}.log)", file=out, flush=True)
         if not ok:
-          failed.append(job)
+          failed.append(r.job)
       if budget_s is not None and time.time() - t0 > budget_s and (todo or running):
         _stop(running, grace_s, out)
         print(f"budget reached after {time.time() - t0:.0f}s: {len(todo) + len(running)} runs not finished; run "

@@ -75,7 +75,8 @@ def _actors(text):
 
 def _train_and_kill_one_worker(script, args, run_dir, log_path, timeout=600):
   """Starts an open-ended run; once both workers reported and a row was logged, SIGKILLs worker 1; once Ray restarted
-  it and three more rows were logged, stops the run with SIGTERM. Returns the log and the killed pid.
+  it and three more rows were logged, stops the run with SIGTERM. Returns the log, the killed pid and the last step
+  logged before the kill.
 
   The run has far more steps than it takes (no race with its end on a fast machine)."""
   with open(log_path, "w") as log:
@@ -92,7 +93,7 @@ def _train_and_kill_one_worker(script, args, run_dir, log_path, timeout=600):
       elif killed is not None:
         restarted = [int(p) for i, p in _actors(text) if i == "1" and int(p) != killed]
         if restarted and len(_ran_on_after(rows, killed_at)) >= 3 and int(float(rows[-1]["actor_restarts"])) >= 1:
-          return _stop(proc, log_path), killed, killed_at, rows
+          return _stop(proc, log_path), killed, killed_at
       time.sleep(0.2)
     text = open(log_path).read()
     assert proc.poll() is None, f"the run ended by itself:\n{text[-3000:]}"
@@ -109,7 +110,7 @@ def _train_and_kill_one_worker(script, args, run_dir, log_path, timeout=600):
 ], ids=["impala", "ppo"])
 def test_ray_workers_survive_a_killed_worker(cluster, tmp_path, script, args):
   run_dir = tmp_path / "run"
-  text, killed, killed_at, rows = _train_and_kill_one_worker(
+  text, killed, killed_at = _train_and_kill_one_worker(
       script, args + ["--ray-address", cluster, "--eval-episodes", "2"], run_dir, tmp_path / "log.txt")
   assert re.search(rf"warning: Ray actor 1 \(pid {killed} on \S+\) died .*Ray restarts it", text), text[-3000:]
   restarted = [int(p) for i, p in _actors(text) if i == "1"]
